@@ -1,0 +1,232 @@
+//! The messages, one enum per channel.
+//!
+//! A role decodes what arrives on a channel with that channel's enum only,
+//! so a message another channel carries does not decode: "a type the
+//! channel does not carry" is a decode error like any other, and ends the
+//! channel. Each message states how many descriptors travel with it; the
+//! channel checks that count on both send and receive.
+//!
+//! The channels between roles are OpenSMTPD's pairs. Today they carry only
+//! the `Hello` with which each end proves who it is once sandboxed; the
+//! issues that give a pair work add that pair's messages here.
+
+use crate::proc::Role;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// What every message enum provides to the channel code.
+pub trait Message: Serialize + DeserializeOwned {
+    /// The variant's name, for log lines.
+    fn name(&self) -> &'static str;
+    /// How many descriptors travel with this message.
+    fn fds(&self) -> usize {
+        0
+    }
+}
+
+/// Parent to any role, during start-up and shutdown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromParent {
+    /// A piece of the role's serialized config view (`config::view`).
+    ConfigChunk(Vec<u8>),
+    /// The end of the view: its total length, checked by the role.
+    ConfigEnd { len: u64 },
+    /// One descriptor: this role's end of the channel to `peer`.
+    Peer { peer: Role },
+    /// One descriptor: a bound, listening socket (dispatcher: SMTP
+    /// listeners, by index into its view; control: the control socket).
+    Listener { index: u32 },
+    /// Everything has been sent: sandbox yourself and run.
+    Start,
+    /// Exit now, cleanly.
+    Shutdown,
+}
+
+impl Message for FromParent {
+    fn name(&self) -> &'static str {
+        match self {
+            FromParent::ConfigChunk(_) => "ConfigChunk",
+            FromParent::ConfigEnd { .. } => "ConfigEnd",
+            FromParent::Peer { .. } => "Peer",
+            FromParent::Listener { .. } => "Listener",
+            FromParent::Start => "Start",
+            FromParent::Shutdown => "Shutdown",
+        }
+    }
+    fn fds(&self) -> usize {
+        match self {
+            FromParent::Peer { .. } | FromParent::Listener { .. } => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// Any role to the parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToParent {
+    /// Sandboxed and running: the start handshake's answer.
+    Ready { role: Role },
+}
+
+impl Message for ToParent {
+    fn name(&self) -> &'static str {
+        match self {
+            ToParent::Ready { .. } => "Ready",
+        }
+    }
+}
+
+/// Declares the enum of one role-to-role channel.
+macro_rules! link {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum $name {
+            /// The first frame each end sends once sandboxed: who it is.
+            Hello { from: Role },
+        }
+
+        impl Message for $name {
+            fn name(&self) -> &'static str {
+                match self {
+                    $name::Hello { .. } => "Hello",
+                }
+            }
+        }
+
+        impl Link for $name {
+            fn hello(from: Role) -> Self {
+                $name::Hello { from }
+            }
+            fn as_hello(&self) -> Option<Role> {
+                match self {
+                    $name::Hello { from } => Some(*from),
+                }
+            }
+        }
+    };
+}
+
+/// What the start-up code needs of every role-to-role enum.
+pub trait Link: Message {
+    fn hello(from: Role) -> Self;
+    fn as_hello(&self) -> Option<Role>;
+}
+
+link!(
+    /// control <-> lka: table updates, lookups for smtpctl.
+    ControlLka
+);
+link!(
+    /// control <-> queue: show queue/envelope/message, remove, schedule.
+    ControlQueue
+);
+link!(
+    /// control <-> scheduler: pause/resume, schedule, remove, stats.
+    ControlScheduler
+);
+link!(
+    /// control <-> dispatcher: pause/resume smtp and mta, stats.
+    ControlDispatcher
+);
+link!(
+    /// control <-> ca: log verbosity, profiling.
+    ControlCa
+);
+link!(
+    /// lka <-> queue: envelope expansion results, bounce lookups.
+    LkaQueue
+);
+link!(
+    /// lka <-> dispatcher: policy per RCPT, auth, DNS/MX, filters.
+    LkaDispatcher
+);
+link!(
+    /// queue <-> scheduler: envelopes committed, due, done, failed.
+    QueueScheduler
+);
+link!(
+    /// queue <-> dispatcher: message files (descriptors), commits, deliveries.
+    QueueDispatcher
+);
+link!(
+    /// dispatcher <-> ca: TLS signatures made with keys only ca holds.
+    DispatcherCa
+);
+
+/// Decode a frame that arrived at `me` from `peer` with the enum of their
+/// channel and return the role its Hello names. `None` if the two have no
+/// channel (a bug of ours: the parent only wires pairs in the table).
+pub fn decode_hello(
+    me: Role,
+    peer: Role,
+    packet: &[u8],
+    nfds: usize,
+) -> Option<Result<Role, super::frame::FrameError>> {
+    use Role::*;
+    fn hello<M: Link>(packet: &[u8], nfds: usize) -> Result<Role, super::frame::FrameError> {
+        let m: M = super::frame::parse(packet, nfds)?;
+        m.as_hello().ok_or(super::frame::FrameError::Decode(format!(
+            "{} before Hello",
+            m.name()
+        )))
+    }
+    let (a, b) = if me < peer { (me, peer) } else { (peer, me) };
+    Some(match (a, b) {
+        (Control, Lka) => hello::<ControlLka>(packet, nfds),
+        (Control, Queue) => hello::<ControlQueue>(packet, nfds),
+        (Control, Scheduler) => hello::<ControlScheduler>(packet, nfds),
+        (Control, Dispatcher) => hello::<ControlDispatcher>(packet, nfds),
+        (Control, Ca) => hello::<ControlCa>(packet, nfds),
+        (Lka, Queue) => hello::<LkaQueue>(packet, nfds),
+        (Lka, Dispatcher) => hello::<LkaDispatcher>(packet, nfds),
+        (Queue, Scheduler) => hello::<QueueScheduler>(packet, nfds),
+        (Queue, Dispatcher) => hello::<QueueDispatcher>(packet, nfds),
+        (Dispatcher, Ca) => hello::<DispatcherCa>(packet, nfds),
+        _ => return None,
+    })
+}
+
+/// Encode the Hello `me` sends to `peer` on their channel.
+pub fn encode_hello(me: Role, peer: Role) -> Option<Result<Vec<u8>, super::frame::FrameError>> {
+    use Role::*;
+    fn enc<M: Link>(me: Role) -> Result<Vec<u8>, super::frame::FrameError> {
+        super::frame::encode(&M::hello(me), 0)
+    }
+    let (a, b) = if me < peer { (me, peer) } else { (peer, me) };
+    Some(match (a, b) {
+        (Control, Lka) => enc::<ControlLka>(me),
+        (Control, Queue) => enc::<ControlQueue>(me),
+        (Control, Scheduler) => enc::<ControlScheduler>(me),
+        (Control, Dispatcher) => enc::<ControlDispatcher>(me),
+        (Control, Ca) => enc::<ControlCa>(me),
+        (Lka, Queue) => enc::<LkaQueue>(me),
+        (Lka, Dispatcher) => enc::<LkaDispatcher>(me),
+        (Queue, Scheduler) => enc::<QueueScheduler>(me),
+        (Queue, Dispatcher) => enc::<QueueDispatcher>(me),
+        (Dispatcher, Ca) => enc::<DispatcherCa>(me),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proc::{links, ROLES};
+
+    #[test]
+    fn every_link_in_the_table_has_an_enum() {
+        for (a, b) in links() {
+            let f = encode_hello(a, b).expect("link has an enum").unwrap();
+            assert_eq!(decode_hello(b, a, &f, 0).unwrap().unwrap(), a);
+        }
+        for spec in ROLES {
+            assert!(encode_hello(spec.role, spec.role).is_none());
+        }
+    }
+
+    #[test]
+    fn parent_message_fd_counts() {
+        assert_eq!(FromParent::Peer { peer: Role::Lka }.fds(), 1);
+        assert_eq!(FromParent::Start.fds(), 0);
+    }
+}

@@ -1,0 +1,390 @@
+//! The parent: reads the config, binds the listeners, starts every role
+//! from the role table, hands each its view and descriptors, then watches
+//! them. If any role dies, everything stops: a half-running mail server
+//! that acknowledges mail it cannot queue is worse than none.
+
+#![forbid(unsafe_code)]
+
+use crate::config::{self, view, Config, ListenOn};
+use crate::event::Loop;
+use crate::ipc::msg::{FromParent, ToParent};
+use crate::ipc::{frame, Channel, IpcError};
+use crate::proc::{self, Role, ROLES};
+use crate::sys::{self, process::Exit};
+use crate::{fatal, log as slog};
+use mio::Token;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// How long roles get to exit after Shutdown before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+const SIGNALS: Token = Token(usize::MAX - 1);
+
+/// The command line, parsed.
+#[derive(Debug, Clone, Default)]
+pub struct Opts {
+    pub config: String,
+    /// -d: stay in front, log to stderr.
+    pub debug: bool,
+    /// -F: stay in front, log to syslog.
+    pub foreground: bool,
+    /// -v: verbose logging.
+    pub verbose: bool,
+    /// -n: check the config and exit.
+    pub check_only: bool,
+    /// argv[0], to re-exec ourselves where the kernel can't tell us.
+    pub argv0: String,
+}
+
+struct Child {
+    role: Role,
+    pid: libc::pid_t,
+    chan: Channel,
+    ready: bool,
+    exited: Option<Exit>,
+}
+
+/// Run the daemon; returns the process exit status.
+pub fn run(opts: Opts) -> i32 {
+    let cfg = match config::load(&opts.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return 1;
+        }
+    };
+    if opts.check_only {
+        eprintln!("configuration OK");
+        return 0;
+    }
+    if sys::process::geteuid() != 0 {
+        eprintln!("smtpd: need root privileges");
+        return 1;
+    }
+    if let Err(e) = check_system() {
+        eprintln!("smtpd: {e}");
+        return 1;
+    }
+    let exe = match sys::process::self_exe(&opts.argv0) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("smtpd: {e}");
+            return 1;
+        }
+    };
+    let hostname = sys::process::hostname().unwrap_or_else(|_| "localhost".into());
+    let listeners = match bind_listeners(&cfg, &hostname) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("smtpd: {e}");
+            return 1;
+        }
+    };
+    if !opts.debug && !opts.foreground {
+        if let Err(e) = sys::process::daemonize() {
+            eprintln!("smtpd: daemon: {e}");
+            return 1;
+        }
+    }
+    let target = if opts.debug {
+        slog::Target::Stderr
+    } else {
+        slog::Target::Syslog
+    };
+    slog::init(target, opts.verbose, "smtpd");
+    // Before any child exists, so no SIGCHLD is missed.
+    let signals =
+        sys::signal::pipe_for(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
+            .unwrap_or_else(|e| fatal!("signals: {e}"));
+
+    let mut children = start_roles(&exe, &opts, &hostname, listeners);
+    let started = Instant::now();
+    match supervise(&mut children, &signals, started) {
+        Ok(()) => shutdown(&mut children, 0),
+        Err(code) => shutdown(&mut children, code),
+    }
+}
+
+/// The directories the roles chroot into must exist and be safe: owned by
+/// root and writable by nobody else, or a chroot there protects nothing.
+/// The users must exist.
+fn check_system() -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    for dir in [proc::EMPTY_DIR, proc::SPOOL_DIR] {
+        let md = std::fs::metadata(dir).map_err(|e| format!("{dir}: {e}"))?;
+        if !md.is_dir() || md.uid() != 0 || md.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{dir}: must be a directory owned by root and not group or world writable"
+            ));
+        }
+    }
+    if std::fs::read_dir(proc::EMPTY_DIR)
+        .map_err(|e| e.to_string())?
+        .next()
+        .is_some()
+    {
+        return Err(format!("{}: must be empty", proc::EMPTY_DIR));
+    }
+    for user in [proc::USER_SMTPD, proc::USER_SMTPQ] {
+        sys::privdrop::lookup(user)
+            .map_err(|e| format!("user {user}: {e} (see `make install`)"))?;
+    }
+    Ok(())
+}
+
+/// Bind every `listen on`. Errors name the address.
+fn bind_listeners(
+    cfg: &Config,
+    hostname: &str,
+) -> Result<Vec<(view::ListenerView, OwnedFd)>, String> {
+    let mut out = Vec::new();
+    for l in &cfg.listens {
+        let addrs: Vec<(IpAddr, bool)> = match &l.on {
+            ListenOn::Addr(a) => vec![(*a, true)],
+            // ::1 may not exist (IPv6 off): localhost then means 127.0.0.1.
+            ListenOn::Localhost => vec![
+                (IpAddr::V4(Ipv4Addr::LOCALHOST), true),
+                (IpAddr::V6(Ipv6Addr::LOCALHOST), false),
+            ],
+            ListenOn::Interface(name) => {
+                return Err(format!(
+                    "listen on {name}: interface names are not supported yet; use an address"
+                ))
+            }
+        };
+        for (ip, required) in addrs {
+            let sa = SocketAddr::new(ip, l.port);
+            match std::net::TcpListener::bind(sa) {
+                Ok(sock) => {
+                    let host = l.hostname.clone().unwrap_or_else(|| hostname.to_string());
+                    out.push((
+                        view::ListenerView {
+                            addr: sa,
+                            hostname: host,
+                        },
+                        OwnedFd::from(sock),
+                    ));
+                }
+                Err(e) if !required => log::debug!("debug: skipping {sa}: {e}"),
+                Err(e) => return Err(format!("cannot listen on {sa}: {e}")),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Create every channel, exec every role, send each its setup.
+fn start_roles(
+    exe: &CString,
+    opts: &Opts,
+    hostname: &str,
+    listeners: Vec<(view::ListenerView, OwnedFd)>,
+) -> Vec<Child> {
+    let (views, mut sockets): (Vec<_>, Vec<_>) = listeners.into_iter().unzip();
+    // Both ends of every role-to-role channel, until handed out.
+    let mut link_ends: HashMap<(Role, Role), OwnedFd> = HashMap::new();
+    for (a, b) in proc::links() {
+        let (x, y) = sys::fdpass::seqpacket_pair().unwrap_or_else(|e| fatal!("socketpair: {e}"));
+        link_ends.insert((a, b), x);
+        link_ends.insert((b, a), y);
+    }
+    let mut children = Vec::new();
+    for spec in ROLES {
+        let role = spec.role;
+        let (ours, theirs) =
+            sys::fdpass::seqpacket_pair().unwrap_or_else(|e| fatal!("socketpair: {e}"));
+        let pid = proc::spawn(exe, role, opts.debug, opts.verbose, theirs.as_fd())
+            .unwrap_or_else(|e| fatal!("cannot start {role}: {e}"));
+        drop(theirs);
+        let chan = Channel::new(ours, role).unwrap_or_else(|e| fatal!("{role} channel: {e}"));
+        let mut child = Child {
+            role,
+            pid,
+            chan,
+            ready: false,
+            exited: None,
+        };
+        let v =
+            view::for_role(role, hostname, &views).unwrap_or_else(|| fatal!("no view for {role}"));
+        let mut setup = || -> Result<(), IpcError> {
+            let bytes = postcard::to_stdvec(&v)
+                .map_err(|e| IpcError::Frame(frame::FrameError::Encode(e.to_string())))?;
+            for chunk in bytes.chunks(frame::MAX_PAYLOAD - 16) {
+                child
+                    .chan
+                    .send(&FromParent::ConfigChunk(chunk.to_vec()), Vec::new())?;
+                child.chan.flush_blocking(Duration::from_secs(10))?;
+            }
+            child.chan.send(
+                &FromParent::ConfigEnd {
+                    len: bytes.len() as u64,
+                },
+                Vec::new(),
+            )?;
+            for &peer in spec.peers {
+                let fd = link_ends.remove(&(role, peer)).ok_or(IpcError::Closed)?;
+                child.chan.send(&FromParent::Peer { peer }, vec![fd])?;
+            }
+            if role == Role::Dispatcher {
+                for (i, fd) in std::mem::take(&mut sockets).into_iter().enumerate() {
+                    child
+                        .chan
+                        .send(&FromParent::Listener { index: i as u32 }, vec![fd])?;
+                }
+            }
+            child.chan.send(&FromParent::Start, Vec::new())?;
+            child.chan.flush_blocking(Duration::from_secs(10))
+        };
+        if let Err(e) = setup() {
+            // The child may have died already: its exit is reported by
+            // supervise(); just record why its setup stopped.
+            log::warn!("warn: sending setup to {role}: {e}");
+        }
+        children.push(child);
+    }
+    children
+}
+
+/// Wait for every role's Ready, then watch them until a signal or a death.
+/// Ok(()) is an orderly stop; Err(code) a failure.
+fn supervise(children: &mut [Child], signals: &OwnedFd, started: Instant) -> Result<(), i32> {
+    let mut lp = Loop::new().unwrap_or_else(|e| fatal!("event loop: {e}"));
+    for (i, c) in children.iter().enumerate() {
+        lp.watch(c.chan.raw_fd(), Token(i), false)
+            .unwrap_or_else(|e| fatal!("watch: {e}"));
+    }
+    {
+        use std::os::fd::AsRawFd;
+        lp.watch(signals.as_raw_fd(), SIGNALS, false)
+            .unwrap_or_else(|e| fatal!("watch: {e}"));
+    }
+    let handshake_deadline = started + crate::prologue::START_TIMEOUT;
+    let mut all_ready = false;
+    loop {
+        let deadline = if all_ready {
+            None
+        } else {
+            Some(handshake_deadline)
+        };
+        let events = lp
+            .wait(deadline)
+            .unwrap_or_else(|e| fatal!("event loop: {e}"));
+        for r in events {
+            if r.token == SIGNALS {
+                for sig in sys::signal::drain(signals) {
+                    match sig {
+                        libc::SIGCHLD => reap(children)?,
+                        libc::SIGHUP => log::info!("info: ignoring SIGHUP (no reload; restart smtpd to apply a new config)"),
+                        _ => {
+                            log::info!("info: received {}, shutting down", sys::process::signal_name(sig));
+                            return Ok(());
+                        }
+                    }
+                }
+                continue;
+            }
+            let Some(c) = children.get_mut(r.token.0) else {
+                continue;
+            };
+            loop {
+                match c.chan.recv::<ToParent>() {
+                    Ok(None) => break,
+                    Ok(Some(m)) => match m.msg {
+                        ToParent::Ready { role } if role == c.role && !c.ready => c.ready = true,
+                        other => {
+                            log::warn!(
+                                "warn: {} channel: unexpected {:?}; shutting down",
+                                c.role,
+                                other
+                            );
+                            return Err(1);
+                        }
+                    },
+                    // A closed channel means the child is exiting: SIGCHLD
+                    // tells how. Stop watching it meanwhile.
+                    Err(IpcError::Closed) => {
+                        let _ = lp.unwatch(c.chan.raw_fd());
+                        break;
+                    }
+                    Err(e) => {
+                        log::warn!("warn: {} channel: {e}; shutting down", c.role);
+                        return Err(1);
+                    }
+                }
+            }
+        }
+        if !all_ready {
+            if children.iter().all(|c| c.ready) {
+                all_ready = true;
+                log::info!("info: smtpd-rs {} starting", crate::VERSION);
+            } else if Instant::now() >= handshake_deadline {
+                let late: Vec<&str> = children
+                    .iter()
+                    .filter(|c| !c.ready)
+                    .map(|c| c.role.name())
+                    .collect();
+                log::warn!(
+                    "warn: roles not ready after {:?}: {}",
+                    crate::prologue::START_TIMEOUT,
+                    late.join(" ")
+                );
+                return Err(1);
+            }
+        }
+    }
+}
+
+/// Collect exited children; any role's death stops the daemon.
+fn reap(children: &mut [Child]) -> Result<(), i32> {
+    let mut lost = false;
+    while let Ok(Some((pid, exit))) = sys::process::try_wait() {
+        if let Some(c) = children.iter_mut().find(|c| c.pid == pid) {
+            c.exited = Some(exit);
+            log::warn!("warn: lost child: {} {exit}", c.role);
+            lost = true;
+        }
+    }
+    if lost {
+        Err(1)
+    } else {
+        Ok(())
+    }
+}
+
+/// Ask every live role to exit, wait a little, kill what is left.
+fn shutdown(children: &mut [Child], code: i32) -> i32 {
+    for c in children.iter_mut().filter(|c| c.exited.is_none()) {
+        let _ = c.chan.send(&FromParent::Shutdown, Vec::new());
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    while children.iter().any(|c| c.exited.is_none()) && Instant::now() < deadline {
+        match sys::process::try_wait() {
+            Ok(Some((pid, exit))) => {
+                if let Some(c) = children.iter_mut().find(|c| c.pid == pid) {
+                    if exit != Exit::Code(0) {
+                        log::debug!("debug: {} {exit}", c.role);
+                    }
+                    c.exited = Some(exit);
+                }
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(_) => break,
+        }
+    }
+    for c in children.iter_mut().filter(|c| c.exited.is_none()) {
+        log::warn!("warn: {} did not stop, killing it", c.role);
+        let _ = sys::process::kill(c.pid, libc::SIGKILL);
+    }
+    while let Ok(Some(_)) = sys::process::try_wait() {}
+    if code == 0 {
+        log::info!("info: smtpd-rs exiting");
+    } else {
+        log::warn!("warn: parent terminating");
+    }
+    code
+}

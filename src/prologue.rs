@@ -1,0 +1,347 @@
+//! The prologue: what every role does, in this order, before it reads a
+//! byte of untrusted input (A10). The order is the security argument:
+//!
+//! 1. receive its config view and descriptors from the parent (fd 3);
+//! 2. chroot (looking its user up first, while /etc is still visible);
+//! 3. drop to its user for good;
+//! 4. unveil (Landlock on Linux) the few paths it may still see;
+//! 5. pledge (seccomp on Linux) down to its promises;
+//! 6. decode the view into sealed, immutable memory;
+//! 7. greet its peers, tell the parent it is ready, run its loop.
+//!
+//! Any failure before the loop is fatal: a role half set up never runs.
+
+#![forbid(unsafe_code)]
+
+use crate::config::view::View;
+use crate::event::{Loop, Ready};
+use crate::ipc::frame::{self, FrameError};
+use crate::ipc::msg::{self, FromParent, ToParent};
+use crate::ipc::{Channel, IpcError};
+use crate::proc::{Role, RoleSpec};
+use crate::sys::{self, seal::Sealed};
+use crate::{fatal, log as slog};
+use mio::Token;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+/// How long a role waits for its setup (OpenSMTPD's start timeout).
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest config view a role accepts.
+pub const MAX_VIEW: usize = 16 << 20;
+
+/// Token of the parent channel in every role's loop.
+pub const PARENT: Token = Token(0);
+/// Tokens from here on are the role's own (peers use 1..FIRST_OWN_TOKEN).
+pub const FIRST_OWN_TOKEN: usize = 16;
+
+/// Options the parent passes on the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildOpts {
+    pub debug: bool,
+    pub verbose: bool,
+}
+
+/// Everything a role has once the prologue is done.
+pub struct Setup {
+    pub role: Role,
+    pub links: Links,
+    /// Listening sockets, by index (dispatcher only).
+    pub listeners: Vec<OwnedFd>,
+    pub view: Sealed<View>,
+}
+
+/// Run role `role` in this freshly exec'd process. Never returns.
+pub fn run(role: Role, opts: ChildOpts) -> ! {
+    let spec = role
+        .spec()
+        .unwrap_or_else(|| fatal!("no role table row for {role}"));
+    // The parent gave us 0, 1, 2 and 3; anything else leaked from whoever
+    // started the parent is closed before we open anything.
+    if let Err(e) = sys::process::closefrom(4) {
+        fatal!("{role}: closefrom: {e}");
+    }
+    let target = if opts.debug {
+        slog::Target::Stderr
+    } else {
+        slog::Target::Syslog
+    };
+    slog::init(target, opts.verbose, "smtpd");
+    if let Err(e) = sys::proctitle::set(role.name()) {
+        log::debug!("debug: {role}: cannot set process title: {e}");
+    }
+    // Ctrl-C in a terminal reaches the whole process group: only the parent
+    // acts on it. SIGTERM keeps its default: a role killed by it is reported.
+    if let Err(e) = sys::signal::ignore(&[libc::SIGINT, libc::SIGHUP, libc::SIGPIPE]) {
+        fatal!("{role}: signals: {e}");
+    }
+
+    // 1. Receive.
+    let parent = Channel::new(take_channel_fd(), Role::Parent)
+        .unwrap_or_else(|e| fatal!("{role}: parent channel: {e}"));
+    let received =
+        receive(spec, parent).unwrap_or_else(|e| fatal!("{role}: start-up from parent: {e}"));
+
+    // 2, 3. chroot and drop.
+    let account = sys::privdrop::lookup(spec.user)
+        .unwrap_or_else(|e| fatal!("{role}: user {}: {e}", spec.user));
+    if let Some(dir) = spec.chroot {
+        sys::privdrop::chroot(dir).unwrap_or_else(|e| fatal!("{role}: chroot {dir}: {e}"));
+    }
+    sys::privdrop::drop_to(&account)
+        .unwrap_or_else(|e| fatal!("{role}: cannot drop privileges: {e}"));
+
+    // 4, 5. unveil, pledge.
+    sys::pledge::unveil(spec.unveil).unwrap_or_else(|e| fatal!("{role}: unveil: {e}"));
+    sys::pledge::pledge(spec.promises).unwrap_or_else(|e| fatal!("{role}: pledge: {e}"));
+
+    // 6. Seal the view. Capacity: decoded Strings and Vecs cost more than
+    // their encoding; 16x plus a page of slack is ample.
+    let bytes = received.view;
+    let sealed = sys::seal::freeze(bytes.len() * 16 + 64 * 1024, || {
+        frame::decode::<View>(&bytes)
+    })
+    .unwrap_or_else(|e| fatal!("{role}: cannot seal config: {e}"))
+    .unwrap_or_else(|e| fatal!("{role}: config view from parent: {e}"));
+    drop(bytes);
+    if sealed.role() != role {
+        fatal!("{role}: parent sent the view of {}", sealed.role());
+    }
+    sealed.verify().unwrap_or_else(|e| fatal!("{role}: {e}"));
+
+    // 7. Greet and report.
+    let mut links = Links {
+        me: role,
+        parent: received.parent,
+        peers: received.peers,
+    };
+    links.greet().unwrap_or_else(|e| fatal!("{role}: {e}"));
+    log::debug!(
+        "debug: {role}: sandboxed as {} promises=\"{}\"",
+        spec.user,
+        sys::promise::promise_string(spec.promises)
+    );
+    let setup = Setup {
+        role,
+        links,
+        listeners: received.listeners,
+        view: sealed,
+    };
+    let result = match role {
+        Role::Control => crate::control::run(setup),
+        Role::Lka => crate::lka::run(setup),
+        Role::Queue => crate::queue::run(setup),
+        Role::Scheduler => crate::scheduler::run(setup),
+        Role::Dispatcher => crate::dispatcher::run(setup),
+        Role::Ca => crate::ca::run(setup),
+        Role::Parent => fatal!("parent is not a child role"),
+    };
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            log::warn!("warn: {role}: {e}; shutting down");
+            std::process::exit(1)
+        }
+    }
+}
+
+fn take_channel_fd() -> OwnedFd {
+    sys::process::take_channel_fd().unwrap_or_else(|e| fatal!("descriptor 3 is not a channel: {e}"))
+}
+
+struct Received {
+    parent: Channel,
+    view: Vec<u8>,
+    peers: Vec<PeerLink>,
+    listeners: Vec<OwnedFd>,
+}
+
+/// The start messages, in any order, until Start; every one checked.
+fn receive(spec: &RoleSpec, mut parent: Channel) -> Result<Received, String> {
+    let role = spec.role;
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut view = Vec::new();
+    let mut view_done = false;
+    let mut peers: Vec<PeerLink> = Vec::new();
+    let mut listeners = Vec::new();
+    loop {
+        let r = parent
+            .recv_until::<FromParent>(deadline)
+            .map_err(|e| e.to_string())?;
+        let mut fds = r.fds.into_iter();
+        match r.msg {
+            FromParent::ConfigChunk(chunk) if !view_done => {
+                if view.len() + chunk.len() > MAX_VIEW {
+                    return Err(format!("config view over {MAX_VIEW} bytes"));
+                }
+                view.extend_from_slice(&chunk);
+            }
+            FromParent::ConfigEnd { len } if !view_done => {
+                if len != view.len() as u64 {
+                    return Err(format!(
+                        "config view of {} bytes, announced {len}",
+                        view.len()
+                    ));
+                }
+                view_done = true;
+            }
+            FromParent::Peer { peer }
+                if spec.peers.contains(&peer) && !peers.iter().any(|p| p.peer == peer) =>
+            {
+                let fd = fds.next().ok_or("Peer without descriptor")?;
+                let chan = Channel::new(fd, peer).map_err(|e| e.to_string())?;
+                peers.push(PeerLink {
+                    peer,
+                    chan,
+                    greeted: false,
+                });
+            }
+            FromParent::Listener { index }
+                if role == Role::Dispatcher && index as usize == listeners.len() =>
+            {
+                listeners.push(fds.next().ok_or("Listener without descriptor")?);
+            }
+            FromParent::Start if view_done && peers.len() == spec.peers.len() => {
+                return Ok(Received {
+                    parent,
+                    view,
+                    peers,
+                    listeners,
+                });
+            }
+            FromParent::Shutdown => std::process::exit(0),
+            other => {
+                return Err(format!(
+                    "unexpected {} during start-up",
+                    msg::Message::name(&other)
+                ))
+            }
+        }
+    }
+}
+
+/// A channel to another role, and whether it has said Hello yet.
+pub struct PeerLink {
+    pub peer: Role,
+    pub chan: Channel,
+    greeted: bool,
+}
+
+/// A role's channels: to the parent and to its peers.
+pub struct Links {
+    pub me: Role,
+    pub parent: Channel,
+    pub peers: Vec<PeerLink>,
+}
+
+/// What a link asks of the role's loop.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// Nothing for the role to do.
+    None,
+    /// The parent asked us to exit.
+    Shutdown,
+}
+
+impl Links {
+    fn greet(&mut self) -> Result<(), String> {
+        for p in &mut self.peers {
+            let f = msg::encode_hello(self.me, p.peer)
+                .ok_or_else(|| format!("no channel type for {} <-> {}", self.me, p.peer))?
+                .map_err(|e| e.to_string())?;
+            p.chan
+                .send_frame(f)
+                .map_err(|e| format!("{} channel: {e}", p.peer))?;
+        }
+        self.parent
+            .send(&ToParent::Ready { role: self.me }, Vec::new())
+            .map_err(|e| format!("parent channel: {e}"))
+    }
+
+    /// Register every link with the loop.
+    pub fn watch(&self, lp: &Loop) -> std::io::Result<()> {
+        lp.watch(self.parent.raw_fd(), PARENT, false)?;
+        for (i, p) in self.peers.iter().enumerate() {
+            lp.watch(p.chan.raw_fd(), Token(1 + i), p.chan.wants_write())?;
+        }
+        Ok(())
+    }
+
+    /// True if `token` is one of ours.
+    pub fn owns(&self, token: Token) -> bool {
+        token.0 < FIRST_OWN_TOKEN
+    }
+
+    /// Handle readiness on a link. An error names the channel and what it
+    /// did; the role then shuts down (the parent sees it and stops all).
+    pub fn handle(&mut self, lp: &Loop, r: &Ready) -> Result<LinkEvent, String> {
+        if r.token == PARENT {
+            loop {
+                match self.parent.recv::<FromParent>() {
+                    Ok(None) => return Ok(LinkEvent::None),
+                    Ok(Some(m)) if m.msg == FromParent::Shutdown => return Ok(LinkEvent::Shutdown),
+                    Ok(Some(m)) => {
+                        return Err(format!(
+                            "parent channel: unexpected {}",
+                            msg::Message::name(&m.msg)
+                        ))
+                    }
+                    Err(IpcError::Closed) => return Err("lost parent".into()),
+                    Err(e) => return Err(format!("parent channel: {e}")),
+                }
+            }
+        }
+        let i = r.token.0 - 1;
+        let me = self.me;
+        let p = self.peers.get_mut(i).ok_or("event for an unknown link")?;
+        let ctx = |e: &dyn std::fmt::Display| format!("{} channel: {e}", p.peer);
+        if r.writable {
+            p.chan.flush().map_err(|e| ctx(&e))?;
+        }
+        if r.readable {
+            loop {
+                let got = match p.chan.recv_raw() {
+                    // A peer exiting is the parent's business: it sees the
+                    // death (SIGCHLD) and stops everyone, or is stopping
+                    // everyone already. Just stop listening.
+                    Err(IpcError::Closed) => {
+                        log::debug!("debug: {me}: {} channel closed", p.peer);
+                        lp.unwatch(p.chan.raw_fd()).map_err(|e| ctx(&e))?;
+                        return Ok(LinkEvent::None);
+                    }
+                    other => other.map_err(|e| ctx(&e))?,
+                };
+                let Some((packet, nfds)) = got else { break };
+                let from = msg::decode_hello(me, p.peer, &packet, nfds)
+                    .ok_or_else(|| ctx(&"no channel type"))?
+                    .map_err(|e| ctx(&e))?;
+                if from != p.peer || p.greeted {
+                    let e =
+                        FrameError::Decode(format!("Hello from {from} on the {} channel", p.peer));
+                    return Err(ctx(&e));
+                }
+                p.greeted = true;
+                log::debug!("debug: {me}: {} says hello", p.peer);
+            }
+        }
+        lp.rewatch(p.chan.raw_fd(), r.token, p.chan.wants_write())
+            .map_err(|e| ctx(&e))?;
+        Ok(LinkEvent::None)
+    }
+}
+
+/// The loop of a role that has no work of its own yet: it serves its links
+/// until the parent says stop. Roles with sockets of their own run their
+/// own loop and call `Links::handle` for link tokens.
+pub fn idle_loop(setup: Setup) -> Result<(), String> {
+    let mut lp = Loop::new().map_err(|e| e.to_string())?;
+    let mut links = setup.links;
+    links.watch(&lp).map_err(|e| e.to_string())?;
+    loop {
+        for r in lp.wait(None).map_err(|e| e.to_string())? {
+            if links.handle(&lp, &r)? == LinkEvent::Shutdown {
+                return Ok(());
+            }
+        }
+    }
+}
