@@ -198,7 +198,7 @@ fn start_roles(
         let role = spec.role;
         let (ours, theirs) =
             sys::fdpass::seqpacket_pair().unwrap_or_else(|e| fatal!("socketpair: {e}"));
-        let pid = proc::spawn(exe, role, opts.debug, opts.verbose, theirs.as_fd())
+        let pid = proc::spawn(exe, role, opts.debug, opts.verbose, theirs.as_fd(), None)
             .unwrap_or_else(|e| fatal!("cannot start {role}: {e}"));
         drop(theirs);
         let chan = Channel::new(ours, role).unwrap_or_else(|e| fatal!("{role} channel: {e}"));

@@ -251,6 +251,7 @@ pub fn spawn(
     debug: bool,
     verbose: bool,
     channel: std::os::fd::BorrowedFd<'_>,
+    stderr: Option<std::os::fd::BorrowedFd<'_>>,
 ) -> std::io::Result<libc::pid_t> {
     use std::ffi::CString;
     let mut argv = vec![
@@ -264,5 +265,5 @@ pub fn spawn(
     if verbose {
         argv.push(CString::from(c"-v"));
     }
-    crate::sys::process::spawn(exe, &argv, &[], channel)
+    crate::sys::process::spawn(exe, &argv, &[], channel, stderr)
 }

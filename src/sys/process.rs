@@ -13,11 +13,15 @@ pub const CHANNEL_FD: RawFd = 3;
 /// (std and our own code open nothing without it), and the child closes
 /// anything above 3 again on start (`closefrom`), so only 0, 1, 2 and 3
 /// cross the exec. Returns the child's pid.
+///
+/// `stderr`, if given, becomes the child's descriptor 2 (tests capture a
+/// role's log lines this way); otherwise 0, 1 and 2 are inherited.
 pub fn spawn(
     path: &CStr,
     argv: &[CString],
     envp: &[CString],
     channel: BorrowedFd<'_>,
+    stderr: Option<BorrowedFd<'_>>,
 ) -> io::Result<libc::pid_t> {
     // Everything the child needs is prepared before fork: after it only
     // async-signal-safe calls are made.
@@ -26,6 +30,7 @@ pub fn spawn(
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
     envp_p.push(std::ptr::null());
     let chan = channel.as_raw_fd();
+    let err = stderr.map(|e| e.as_raw_fd());
 
     // SAFETY: fork has no memory-safety preconditions; the child below only
     // calls async-signal-safe functions on data prepared before the fork.
@@ -34,6 +39,11 @@ pub fn spawn(
         // SAFETY: dup2/fcntl/execve/_exit are async-signal-safe; the pointer
         // arrays are NUL-terminated and point at live CStrings.
         unsafe {
+            if let Some(e) = err {
+                if libc::dup2(e, 2) == -1 {
+                    libc::_exit(126);
+                }
+            }
             if chan == CHANNEL_FD {
                 // dup2 onto itself keeps close-on-exec: clear it instead.
                 libc::fcntl(chan, libc::F_SETFD, 0);
@@ -114,12 +124,26 @@ pub fn try_wait() -> io::Result<Option<(libc::pid_t, Exit)>> {
     if pid == 0 {
         return Ok(None);
     }
-    let exit = if libc::WIFSIGNALED(status) {
+    Ok(Some((pid, exit_of(status))))
+}
+
+fn exit_of(status: libc::c_int) -> Exit {
+    if libc::WIFSIGNALED(status) {
         Exit::Signal(libc::WTERMSIG(status))
     } else {
         Exit::Code(libc::WEXITSTATUS(status))
-    };
-    Ok(Some((pid, exit)))
+    }
+}
+
+/// Reap `pid` if it has exited, without blocking.
+pub fn try_wait_pid(pid: libc::pid_t) -> io::Result<Option<Exit>> {
+    let mut status = 0;
+    // SAFETY: status is a valid int to write to.
+    let r = cvt(unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) })?;
+    if r == 0 {
+        return Ok(None);
+    }
+    Ok(Some(exit_of(status)))
 }
 
 /// Send `sig` to `pid`.
