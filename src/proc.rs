@@ -238,7 +238,7 @@ mod tests {
             assert_eq!(Role::child_from_name(spec.role.name()), Some(spec.role));
         }
         assert_eq!(Role::child_from_name("parent"), None);
-        assert_eq!(links().len(), 11);
+        assert_eq!(links().len(), 10);
     }
 }
 

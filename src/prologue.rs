@@ -315,10 +315,15 @@ impl Links {
                 let from = msg::decode_hello(me, p.peer, &packet, nfds)
                     .ok_or_else(|| ctx(&"no channel type"))?
                     .map_err(|e| ctx(&e))?;
-                if from != p.peer || p.greeted {
+                if from != p.peer {
                     let e =
                         FrameError::Decode(format!("Hello from {from} on the {} channel", p.peer));
                     return Err(ctx(&e));
+                }
+                if p.greeted {
+                    return Err(ctx(&FrameError::Decode(format!(
+                        "second Hello from {from}"
+                    ))));
                 }
                 p.greeted = true;
                 log::debug!("debug: {me}: {} says hello", p.peer);

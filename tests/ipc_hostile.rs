@@ -242,7 +242,7 @@ fn bad_frames(me: Role, from: Option<Role>) -> Vec<Bad> {
             name: "second-hello",
             packet: msg::encode_hello(from, me).unwrap().unwrap(),
             with_fd: false,
-            expect: "Hello from",
+            expect: "second Hello from",
         });
     }
     v

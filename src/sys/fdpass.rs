@@ -155,7 +155,10 @@ pub fn recv_packet(
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    let truncated = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+    // Control buffers are padded for alignment, so one descriptor more than
+    // asked for may fit: the count, not only MSG_CTRUNC, decides.
+    let truncated =
+        msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 || fds.len() > max_fds;
     if n == 0 && !truncated && fds.is_empty() {
         return Ok(Packet::Eof);
     }
