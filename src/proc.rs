@@ -182,6 +182,32 @@ pub fn links() -> Vec<(Role, Role)> {
     out
 }
 
+/// Start `role` as a fresh process: execve of our own binary (`exe`, an
+/// absolute path) with `-x ROLE`, an empty environment, and `channel` as
+/// its descriptor 3. Flags that change logging are passed on.
+pub fn spawn(
+    exe: &std::ffi::CStr,
+    role: Role,
+    debug: bool,
+    verbose: bool,
+    channel: std::os::fd::BorrowedFd<'_>,
+    stderr: Option<std::os::fd::BorrowedFd<'_>>,
+) -> std::io::Result<libc::pid_t> {
+    use std::ffi::CString;
+    let mut argv = vec![
+        exe.to_owned(),
+        CString::from(c"-x"),
+        CString::new(role.name()).map_err(std::io::Error::other)?,
+    ];
+    if debug {
+        argv.push(CString::from(c"-d"));
+    }
+    if verbose {
+        argv.push(CString::from(c"-v"));
+    }
+    crate::sys::process::spawn(exe, &argv, &[], channel, stderr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,30 +266,4 @@ mod tests {
         assert_eq!(Role::child_from_name("parent"), None);
         assert_eq!(links().len(), 10);
     }
-}
-
-/// Start `role` as a fresh process: execve of our own binary (`exe`, an
-/// absolute path) with `-x ROLE`, an empty environment, and `channel` as
-/// its descriptor 3. Flags that change logging are passed on.
-pub fn spawn(
-    exe: &std::ffi::CStr,
-    role: Role,
-    debug: bool,
-    verbose: bool,
-    channel: std::os::fd::BorrowedFd<'_>,
-    stderr: Option<std::os::fd::BorrowedFd<'_>>,
-) -> std::io::Result<libc::pid_t> {
-    use std::ffi::CString;
-    let mut argv = vec![
-        exe.to_owned(),
-        CString::from(c"-x"),
-        CString::new(role.name()).map_err(std::io::Error::other)?,
-    ];
-    if debug {
-        argv.push(CString::from(c"-d"));
-    }
-    if verbose {
-        argv.push(CString::from(c"-v"));
-    }
-    crate::sys::process::spawn(exe, &argv, &[], channel, stderr)
 }

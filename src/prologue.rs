@@ -276,20 +276,17 @@ impl Links {
     /// did; the role then shuts down (the parent sees it and stops all).
     pub fn handle(&mut self, lp: &Loop, r: &Ready) -> Result<LinkEvent, String> {
         if r.token == PARENT {
-            loop {
-                match self.parent.recv::<FromParent>() {
-                    Ok(None) => return Ok(LinkEvent::None),
-                    Ok(Some(m)) if m.msg == FromParent::Shutdown => return Ok(LinkEvent::Shutdown),
-                    Ok(Some(m)) => {
-                        return Err(format!(
-                            "parent channel: unexpected {}",
-                            msg::Message::name(&m.msg)
-                        ))
-                    }
-                    Err(IpcError::Closed) => return Err("lost parent".into()),
-                    Err(e) => return Err(format!("parent channel: {e}")),
-                }
-            }
+            // After start the parent sends one thing only: Shutdown.
+            return match self.parent.recv::<FromParent>() {
+                Ok(None) => Ok(LinkEvent::None),
+                Ok(Some(m)) if m.msg == FromParent::Shutdown => Ok(LinkEvent::Shutdown),
+                Ok(Some(m)) => Err(format!(
+                    "parent channel: unexpected {}",
+                    msg::Message::name(&m.msg)
+                )),
+                Err(IpcError::Closed) => Err("lost parent".into()),
+                Err(e) => Err(format!("parent channel: {e}")),
+            };
         }
         let i = r.token.0 - 1;
         let me = self.me;

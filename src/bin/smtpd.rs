@@ -24,8 +24,7 @@ fn main() {
         let Some(flags) = arg.strip_prefix('-').filter(|f| !f.is_empty()) else {
             usage()
         };
-        let mut chars = flags.char_indices();
-        while let Some((pos, c)) = chars.next() {
+        for (pos, c) in flags.char_indices() {
             match c {
                 'd' => opts.debug = true,
                 'F' => opts.foreground = true,
@@ -56,7 +55,6 @@ fn main() {
                 }
                 _ => usage(),
             }
-            let _ = pos;
         }
     }
     if let Some(role) = role {

@@ -205,7 +205,7 @@ fn drive(s: &mut Session, r: &Ready, hostname: &str) -> io::Result<bool> {
                 s.closing = reply.close;
             }
             Ok(None) => {}
-            Err(()) => {
+            Err(session::LineTooLong) => {
                 s.outbuf.extend_from_slice(b"500 5.5.1 Line too long\r\n");
                 s.closing = true;
             }

@@ -37,9 +37,12 @@ pub fn on_line(hostname: &str, line: &[u8]) -> Reply {
     }
 }
 
-/// Split the first complete line (CRLF or bare LF) off `buf`. Returns
-/// `Err(())` when `buf` holds more than `MAX_LINE` bytes with no newline.
-pub fn take_line(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, ()> {
+/// More than `MAX_LINE` bytes arrived without a newline.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LineTooLong;
+
+/// Split the first complete line (CRLF or bare LF) off `buf`.
+pub fn take_line(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, LineTooLong> {
     match buf.iter().position(|&b| b == b'\n') {
         Some(i) => {
             let mut line: Vec<u8> = buf.drain(..=i).collect();
@@ -49,7 +52,7 @@ pub fn take_line(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, ()> {
             }
             Ok(Some(line))
         }
-        None if buf.len() > MAX_LINE => Err(()),
+        None if buf.len() > MAX_LINE => Err(LineTooLong),
         None => Ok(None),
     }
 }
@@ -71,6 +74,6 @@ mod tests {
         assert_eq!(take_line(&mut b), Ok(Some(b"QUIT".to_vec())));
         assert_eq!(take_line(&mut b), Ok(None));
         let mut big = vec![b'a'; MAX_LINE + 1];
-        assert_eq!(take_line(&mut big), Err(()));
+        assert_eq!(take_line(&mut big), Err(LineTooLong));
     }
 }
