@@ -103,6 +103,10 @@ pub fn run(opts: Opts) -> i32 {
             .unwrap_or_else(|e| fatal!("signals: {e}"));
 
     let mut children = start_roles(&exe, &opts, &hostname, listeners);
+    // Every descriptor is handed out and nothing is exec'd again: from here
+    // the parent sees no files and keeps "stdio proc".
+    sys::pledge::unveil(&[]).unwrap_or_else(|e| fatal!("unveil: {e}"));
+    sys::pledge::pledge(proc::PARENT_PROMISES).unwrap_or_else(|e| fatal!("pledge: {e}"));
     let started = Instant::now();
     match supervise(&mut children, &signals, started) {
         Ok(()) => shutdown(&mut children, 0),

@@ -70,6 +70,13 @@ pub const EMPTY_DIR: &str = "/var/empty";
 /// The spool, chroot of the queue role.
 pub const SPOOL_DIR: &str = "/var/spool/smtpd";
 
+/// The parent's promises once every role is started: it only watches its
+/// children (wait, kill) and talks to them on channels it holds. OpenSMTPD's
+/// parent keeps "stdio rpath wpath cpath fattr getpw sendfd proc exec id
+/// inet chown unix" for deliveries; ours widens only when the delivery
+/// issue needs it, and says why here.
+pub const PARENT_PROMISES: &[Promise] = &[Stdio, Proc];
+
 /// One row of the role table.
 #[derive(Debug)]
 pub struct RoleSpec {
