@@ -156,9 +156,14 @@ fn bind_listeners(
                 (IpAddr::V6(Ipv6Addr::LOCALHOST), false),
             ],
             ListenOn::Interface(name) => {
-                return Err(format!(
-                    "listen on {name}: interface names are not supported yet; use an address"
-                ))
+                let found = sys::ifaddrs::addresses_of(name)
+                    .map_err(|e| format!("listen on {name}: {e}"))?;
+                if found.is_empty() {
+                    return Err(format!(
+                        "listen on {name}: no such interface, or it has no address"
+                    ));
+                }
+                found.into_iter().map(|a| (a, true)).collect()
             }
         };
         for (ip, required) in addrs {

@@ -70,9 +70,12 @@ pub fn run(role: Role, opts: ChildOpts) -> ! {
     if let Err(e) = sys::proctitle::set(role.name()) {
         log::debug!("debug: {role}: cannot set process title: {e}");
     }
-    // Ctrl-C in a terminal reaches the whole process group: only the parent
-    // acts on it. SIGTERM keeps its default: a role killed by it is reported.
-    if let Err(e) = sys::signal::ignore(&[libc::SIGINT, libc::SIGHUP, libc::SIGPIPE]) {
+    // Ctrl-C in a terminal, or a service manager stopping the whole process
+    // group, reaches every process: only the parent acts on it, and stops
+    // the roles in order (OpenSMTPD's roles ignore these too). A role still
+    // dies of SIGKILL or of its sandbox's SIGSYS, and the parent reports it.
+    if let Err(e) = sys::signal::ignore(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE])
+    {
         fatal!("{role}: signals: {e}");
     }
 
