@@ -76,7 +76,11 @@ impl log::Log for Logger {
         };
         match &mut *sink {
             Sink::Stderr => {
-                let _ = writeln!(std::io::stderr().lock(), "{line}");
+                // One write(2) per line: seven processes share this stderr,
+                // and a line written in pieces can be split by another's.
+                let mut whole = line;
+                whole.push('\n');
+                let _ = std::io::stderr().lock().write_all(whole.as_bytes());
             }
             Sink::Syslog(l) => {
                 let _ = match record.level() {

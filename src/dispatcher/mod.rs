@@ -24,6 +24,8 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(300);
 
 struct Session {
     id: u64,
+    /// The name this session's listener answers with.
+    hostname: &'static str,
     stream: TcpStream,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
@@ -33,10 +35,9 @@ struct Session {
 
 /// Entry point after the prologue.
 pub fn run(setup: Setup) -> Result<(), String> {
-    let View::Dispatcher(view) = &*setup.view else {
+    let View::Dispatcher(view) = setup.view.get() else {
         return Err("not a dispatcher view".into());
     };
-    let hostname = view.common.hostname.as_str();
     if setup.listeners.len() != view.listeners.len() {
         return Err(format!(
             "{} listener sockets for {} listeners",
@@ -71,9 +72,11 @@ pub fn run(setup: Setup) -> Result<(), String> {
                     return Ok(());
                 }
             } else if r.token.0 < first_session {
-                let l = &listeners[r.token.0 - FIRST_OWN_TOKEN];
+                let i = r.token.0 - FIRST_OWN_TOKEN;
+                // Each listener answers with its own `hostname`.
+                let hostname = view.listeners[i].hostname.as_str();
                 accept_all(
-                    l,
+                    &listeners[i],
                     &lp,
                     &mut sessions,
                     &mut next_token,
@@ -81,7 +84,7 @@ pub fn run(setup: Setup) -> Result<(), String> {
                     hostname,
                 );
             } else {
-                session_event(&lp, &mut sessions, &r, hostname);
+                session_event(&lp, &mut sessions, &r);
             }
         }
         let now = Instant::now();
@@ -113,7 +116,7 @@ fn accept_all(
     sessions: &mut HashMap<Token, Session>,
     next_token: &mut usize,
     next_id: &mut u64,
-    hostname: &str,
+    hostname: &'static str,
 ) {
     loop {
         let (mut stream, addr) = match l.accept() {
@@ -144,6 +147,7 @@ fn accept_all(
         }
         let s = Session {
             id,
+            hostname,
             stream,
             inbuf: Vec::new(),
             outbuf: session::banner(hostname).into_bytes(),
@@ -154,11 +158,11 @@ fn accept_all(
     }
 }
 
-fn session_event(lp: &Loop, sessions: &mut HashMap<Token, Session>, r: &Ready, hostname: &str) {
+fn session_event(lp: &Loop, sessions: &mut HashMap<Token, Session>, r: &Ready) {
     let Some(s) = sessions.get_mut(&r.token) else {
         return;
     };
-    let done = match drive(s, r, hostname) {
+    let done = match drive(s, r) {
         Ok(done) => done,
         Err(e) => {
             log::info!(
@@ -179,7 +183,7 @@ fn session_event(lp: &Loop, sessions: &mut HashMap<Token, Session>, r: &Ready, h
 }
 
 /// Move bytes for one session; true when it is finished.
-fn drive(s: &mut Session, r: &Ready, hostname: &str) -> io::Result<bool> {
+fn drive(s: &mut Session, r: &Ready) -> io::Result<bool> {
     if r.readable && !s.closing {
         let mut buf = [0u8; 4096];
         loop {
@@ -200,7 +204,7 @@ fn drive(s: &mut Session, r: &Ready, hostname: &str) -> io::Result<bool> {
         s.deadline = Instant::now() + SESSION_TIMEOUT;
         match session::take_line(&mut s.inbuf) {
             Ok(Some(line)) => {
-                let reply = session::on_line(hostname, &line);
+                let reply = session::on_line(s.hostname, &line);
                 s.outbuf.extend_from_slice(reply.text.as_bytes());
                 s.closing = reply.close;
             }

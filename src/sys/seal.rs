@@ -139,6 +139,11 @@ impl<T> std::ops::Deref for Sealed<T> {
 }
 
 impl<T> Sealed<T> {
+    /// The value, for as long as the process lives (it is never freed).
+    pub fn get(&self) -> &'static T {
+        self.value
+    }
+
     /// The sealed range, for tests and for /proc cross-checks.
     pub fn range(&self) -> (usize, usize) {
         (self.start, self.len)
