@@ -5,7 +5,8 @@
 
 #![forbid(unsafe_code)]
 
-use crate::config::{self, view, Config, ListenOn};
+use crate::config::ast::{Family, ListenOn, TlsMode};
+use crate::config::{self, view, Config};
 use crate::event::Loop;
 use crate::ipc::msg::{FromParent, ToParent};
 use crate::ipc::{frame, Channel, IpcError};
@@ -35,6 +36,8 @@ pub struct Opts {
     pub verbose: bool,
     /// -n: check the config and exit.
     pub check_only: bool,
+    /// -D name=value: macros that override the file's.
+    pub defines: Vec<(String, String)>,
     /// argv[0], to re-exec ourselves where the kernel can't tell us.
     pub argv0: String,
 }
@@ -49,7 +52,7 @@ struct Child {
 
 /// Run the daemon; returns the process exit status.
 pub fn run(opts: Opts) -> i32 {
-    let cfg = match config::load(&opts.config) {
+    let loaded = match config::load(&opts.config, &opts.defines) {
         Ok(c) => c,
         Err(errors) => {
             for e in errors {
@@ -58,7 +61,14 @@ pub fn run(opts: Opts) -> i32 {
             return 1;
         }
     };
+    for w in &loaded.warnings {
+        eprintln!("{w}: warning");
+    }
+    let cfg = loaded.config;
     if opts.check_only {
+        if opts.verbose {
+            print!("{}", config::print::print(&cfg));
+        }
         eprintln!("configuration OK");
         return 0;
     }
@@ -78,6 +88,13 @@ pub fn run(opts: Opts) -> i32 {
         }
     };
     let hostname = sys::process::hostname().unwrap_or_else(|_| "localhost".into());
+    let material = match view::read_material(&cfg) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("smtpd: {e}");
+            return 1;
+        }
+    };
     let listeners = match bind_listeners(&cfg, &hostname) {
         Ok(l) => l,
         Err(e) => {
@@ -102,7 +119,9 @@ pub fn run(opts: Opts) -> i32 {
         sys::signal::pipe_for(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
             .unwrap_or_else(|e| fatal!("signals: {e}"));
 
-    let mut children = start_roles(&exe, &opts, &hostname, listeners);
+    let mut children = start_roles(&exe, &opts, &cfg, &hostname, listeners, &material);
+    // The keys are in ca's sealed view now; the parent keeps no copy.
+    drop(material);
     // Every descriptor is handed out and nothing is exec'd again: from here
     // the parent sees no files and keeps "stdio proc".
     sys::pledge::unveil(&[]).unwrap_or_else(|e| fatal!("unveil: {e}"));
@@ -148,36 +167,62 @@ fn bind_listeners(
 ) -> Result<Vec<(view::ListenerView, OwnedFd)>, String> {
     let mut out = Vec::new();
     for l in &cfg.listens {
+        let default_port = if matches!(l.opts.tls, Some(TlsMode::Smtps { .. })) {
+            465
+        } else {
+            25
+        };
+        let port = l.opts.port.unwrap_or(default_port);
+        // (address, must it bind?)
         let addrs: Vec<(IpAddr, bool)> = match &l.on {
+            // The local enqueuer's socket comes with smtpctl's issue.
+            ListenOn::Socket => continue,
             ListenOn::Addr(a) => vec![(*a, true)],
             // ::1 may not exist (IPv6 off): localhost then means 127.0.0.1.
-            ListenOn::Localhost => vec![
-                (IpAddr::V4(Ipv4Addr::LOCALHOST), true),
-                (IpAddr::V6(Ipv6Addr::LOCALHOST), false),
-            ],
-            ListenOn::Interface(name) => {
-                let found = sys::ifaddrs::addresses_of(name)
+            ListenOn::Name(n) if n == "localhost" => {
+                vec![
+                    (IpAddr::V4(Ipv4Addr::LOCALHOST), true),
+                    (IpAddr::V6(Ipv6Addr::LOCALHOST), false),
+                ]
+            }
+            ListenOn::Name(name) => {
+                let mut found = sys::ifaddrs::addresses_of(name)
                     .map_err(|e| format!("listen on {name}: {e}"))?;
                 if found.is_empty() {
-                    return Err(format!(
-                        "listen on {name}: no such interface, or it has no address"
-                    ));
+                    // Not an interface: a host name, resolved once at start.
+                    use std::net::ToSocketAddrs;
+                    found = (name.as_str(), port)
+                        .to_socket_addrs()
+                        .map(|a| a.map(|s| s.ip()).collect())
+                        .unwrap_or_default();
+                }
+                if found.is_empty() {
+                    return Err(format!("listen on {name}: invalid virtual ip or interface"));
                 }
                 found.into_iter().map(|a| (a, true)).collect()
             }
         };
         for (ip, required) in addrs {
-            let sa = SocketAddr::new(ip, l.port);
+            match (l.opts.family, ip) {
+                (Some(Family::Inet4), IpAddr::V6(_)) | (Some(Family::Inet6), IpAddr::V4(_)) => {
+                    continue
+                }
+                _ => {}
+            }
+            let sa = SocketAddr::new(ip, port);
             match std::net::TcpListener::bind(sa) {
                 Ok(sock) => {
-                    let host = l.hostname.clone().unwrap_or_else(|| hostname.to_string());
-                    out.push((
-                        view::ListenerView {
-                            addr: sa,
-                            hostname: host,
-                        },
-                        OwnedFd::from(sock),
-                    ));
+                    let host = l
+                        .opts
+                        .hostname
+                        .clone()
+                        .unwrap_or_else(|| hostname.to_string());
+                    let lv = view::ListenerView {
+                        addr: sa,
+                        hostname: host,
+                        opts: l.opts.clone(),
+                    };
+                    out.push((lv, OwnedFd::from(sock)));
                 }
                 Err(e) if !required => log::debug!("debug: skipping {sa}: {e}"),
                 Err(e) => return Err(format!("cannot listen on {sa}: {e}")),
@@ -191,8 +236,10 @@ fn bind_listeners(
 fn start_roles(
     exe: &CString,
     opts: &Opts,
+    cfg: &Config,
     hostname: &str,
     listeners: Vec<(view::ListenerView, OwnedFd)>,
+    material: &view::Material,
 ) -> Vec<Child> {
     let (views, mut sockets): (Vec<_>, Vec<_>) = listeners.into_iter().unzip();
     // Both ends of every role-to-role channel, until handed out.
@@ -218,8 +265,8 @@ fn start_roles(
             ready: false,
             exited: None,
         };
-        let v =
-            view::for_role(role, hostname, &views).unwrap_or_else(|| fatal!("no view for {role}"));
+        let v = view::for_role(role, cfg, hostname, &views, material)
+            .unwrap_or_else(|| fatal!("no view for {role}"));
         let mut setup = || -> Result<(), IpcError> {
             let bytes = postcard::to_stdvec(&v)
                 .map_err(|e| IpcError::Frame(frame::FrameError::Encode(e.to_string())))?;

@@ -54,10 +54,14 @@ fn start(role: Role) -> Started {
         listeners.push(view::ListenerView {
             addr: l.local_addr().unwrap(),
             hostname: "test.example".into(),
+            opts: Default::default(),
         });
         listener = Some(l);
     }
-    let v = view::for_role(role, "test.example", &listeners).unwrap();
+    let cfg = smtpd::config::parse("t.conf", b"action a mbox\nmatch for local action a\n", &[])
+        .unwrap()
+        .config;
+    let v = view::for_role(role, &cfg, "test.example", &listeners, &Default::default()).unwrap();
     let bytes = postcard::to_stdvec(&v).unwrap();
     parent
         .send(&FromParent::ConfigChunk(bytes.clone()), vec![])

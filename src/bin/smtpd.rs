@@ -47,7 +47,15 @@ fn main() {
                         'x' => {
                             role = Some(Role::child_from_name(&value).unwrap_or_else(|| usage()))
                         }
-                        'D' => unsupported("-D (macros come with the smtpd.conf issue)"),
+                        'D' => match value.split_once('=') {
+                            Some((k, v)) if !k.is_empty() => {
+                                opts.defines.push((k.to_string(), v.to_string()))
+                            }
+                            _ => {
+                                eprintln!("smtpd: could not parse macro definition {value}");
+                                std::process::exit(1)
+                            }
+                        },
                         'P' => unsupported("-P (pausing comes with the queue issues)"),
                         _ => {} // -T trace: accepted; tracing is not implemented, -v logs more.
                     }

@@ -1,9 +1,18 @@
 //! Per-role views of the config: each role is sent only what it needs,
 //! serialized, and seals what it decodes (`sys::seal`).
+//!
+//! - dispatcher: its listeners (with their options), SMTP limits, and each
+//!   pki's certificate chain, which is public; never a private key.
+//! - ca: the private keys, read by the parent (root) from the pki files.
+//! - lka: tables, actions, match rules, filters, procs, mda wrappers.
+//! - queue and scheduler: queue lifetime and bounce settings.
+//! - control: nothing beyond the common part.
 
+use super::ast::{Action, Config, Filter, ListenOpts, Match, MdaWrapper, Proc, Table};
 use crate::proc::Role;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// What one role receives. The variant must match the role that decodes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,21 +53,53 @@ pub struct ControlView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LkaView {
     pub common: Common,
+    pub tables: Vec<Table>,
+    pub actions: Vec<Action>,
+    pub matches: Vec<Match>,
+    pub filters: Vec<Filter>,
+    pub procs: Vec<Proc>,
+    pub wrappers: Vec<MdaWrapper>,
+    pub sub_addr_delim: char,
+}
+
+/// Queue lifetime settings, shared by queue and scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSettings {
+    pub ttl: Duration,
+    pub bounce_warn: Vec<Duration>,
+    pub compression: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueView {
     pub common: Common,
+    pub queue: QueueSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchedulerView {
     pub common: Common,
+    pub queue: QueueSettings,
+}
+
+/// A pki's private key, for ca only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PkiKey {
+    pub name: String,
+    pub key_pem: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaView {
     pub common: Common,
+    pub keys: Vec<PkiKey>,
+}
+
+/// A pki's public half, for the dispatcher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PkiCert {
+    pub name: String,
+    pub cert_pem: Vec<u8>,
 }
 
 /// One bound SMTP listener: the socket comes as a descriptor with the
@@ -67,29 +108,135 @@ pub struct CaView {
 pub struct ListenerView {
     pub addr: SocketAddr,
     pub hostname: String,
+    pub opts: ListenOpts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DispatcherView {
     pub common: Common,
     pub listeners: Vec<ListenerView>,
+    pub certs: Vec<PkiCert>,
+    pub max_mails: u64,
+    pub max_rcpt: u64,
+    pub max_message_size: u64,
 }
 
-/// Build the view for `role` from the parsed config and what the parent bound.
-pub fn for_role(role: Role, hostname: &str, listeners: &[ListenerView]) -> Option<View> {
+/// What the parent read from disk for the views: pki files.
+#[derive(Debug, Clone, Default)]
+pub struct Material {
+    pub certs: Vec<PkiCert>,
+    pub keys: Vec<PkiKey>,
+}
+
+/// Read every pki's certificate and key (the parent does this, as root,
+/// before any role exists).
+pub fn read_material(cfg: &Config) -> Result<Material, String> {
+    let mut m = Material::default();
+    for p in &cfg.pkis {
+        let read = |path: &Option<String>, what: &str| -> Result<Vec<u8>, String> {
+            let path = path
+                .as_deref()
+                .ok_or(format!("pki {}: no {what}", p.name))?;
+            std::fs::read(path).map_err(|e| format!("pki {}: {what} {path}: {e}", p.name))
+        };
+        m.certs.push(PkiCert {
+            name: p.name.clone(),
+            cert_pem: read(&p.cert, "certificate")?,
+        });
+        m.keys.push(PkiKey {
+            name: p.name.clone(),
+            key_pem: read(&p.key, "key")?,
+        });
+    }
+    Ok(m)
+}
+
+/// Build the view for `role`.
+pub fn for_role(
+    role: Role,
+    cfg: &Config,
+    hostname: &str,
+    listeners: &[ListenerView],
+    material: &Material,
+) -> Option<View> {
     let common = Common {
         hostname: hostname.to_string(),
+    };
+    let s = &cfg.settings;
+    let queue = QueueSettings {
+        ttl: s.queue_ttl,
+        bounce_warn: s.bounce_warn.clone(),
+        compression: s.queue_compression,
     };
     Some(match role {
         Role::Parent => return None,
         Role::Control => View::Control(ControlView { common }),
-        Role::Lka => View::Lka(LkaView { common }),
-        Role::Queue => View::Queue(QueueView { common }),
-        Role::Scheduler => View::Scheduler(SchedulerView { common }),
-        Role::Ca => View::Ca(CaView { common }),
+        Role::Lka => View::Lka(LkaView {
+            common,
+            tables: cfg.tables.clone(),
+            actions: cfg.actions.clone(),
+            matches: cfg.matches.clone(),
+            filters: cfg.filters.clone(),
+            procs: cfg.procs.clone(),
+            wrappers: cfg.wrappers.clone(),
+            sub_addr_delim: s.sub_addr_delim,
+        }),
+        Role::Queue => View::Queue(QueueView { common, queue }),
+        Role::Scheduler => View::Scheduler(SchedulerView { common, queue }),
+        Role::Ca => View::Ca(CaView {
+            common,
+            keys: material.keys.clone(),
+        }),
         Role::Dispatcher => View::Dispatcher(DispatcherView {
             common,
             listeners: listeners.to_vec(),
+            certs: material.certs.clone(),
+            max_mails: s.max_mails,
+            max_rcpt: s.max_rcpt,
+            max_message_size: s.max_message_size,
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proc::ROLES;
+
+    #[test]
+    fn private_keys_reach_ca_and_no_one_else() {
+        let cfg = crate::config::parser::Parser::new(&[]);
+        let (mut cfg, _) = {
+            let mut p = cfg;
+            p.file(
+                "t",
+                b"table t { a }\naction a mbox\nmatch for local action a\n",
+            );
+            p.finish()
+        };
+        cfg.pkis.push(crate::config::ast::Pki {
+            name: "mx".into(),
+            ..Default::default()
+        });
+        let secret = b"-----BEGIN PRIVATE KEY----- SECRET-KEY-BYTES".to_vec();
+        let material = Material {
+            certs: vec![PkiCert {
+                name: "mx".into(),
+                cert_pem: b"PUBLIC".to_vec(),
+            }],
+            keys: vec![PkiKey {
+                name: "mx".into(),
+                key_pem: secret.clone(),
+            }],
+        };
+        for spec in ROLES {
+            let v = for_role(spec.role, &cfg, "h", &[], &material).unwrap();
+            assert_eq!(v.role(), spec.role);
+            let bytes = postcard::to_stdvec(&v).unwrap();
+            let has_key = bytes.windows(secret.len()).any(|w| w == secret.as_slice());
+            assert_eq!(has_key, spec.role == Role::Ca, "{}", spec.role);
+            let has_rules = matches!(&v, View::Lka(l) if !l.matches.is_empty());
+            assert_eq!(has_rules, spec.role == Role::Lka, "{}", spec.role);
+        }
+    }
 }
