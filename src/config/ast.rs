@@ -47,6 +47,8 @@ pub struct Pki {
     pub cert: Option<String>,
     pub key: Option<String>,
     pub dhe: Option<String>,
+    /// The line of `pki NAME key FILE`, for errors about the key.
+    pub key_line: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

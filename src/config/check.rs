@@ -146,20 +146,33 @@ fn check_pkis(cfg: &Config, r: &mut Report) {
             ),
             Some(c) => readable(r, &p.pos, c, "certificate"),
         }
+        let line = if p.key_line > 0 {
+            p.key_line
+        } else {
+            p.pos.line
+        };
+        let key_pos = Pos {
+            file: p.pos.file.clone(),
+            line,
+        };
         match &p.key {
             None => r.error(
                 &p.pos,
                 format!("pki {}: no key (pki {} key FILE)", p.name, p.name),
             ),
             Some(k) => match std::fs::metadata(k) {
-                Err(e) => r.error(&p.pos, format!("pki {}: key file {k}: {e}", p.name)),
+                Err(e) => r.error(&key_pos, format!("pki {}: key file {k}: {e}", p.name)),
                 Ok(md) if md.mode() & 0o077 != 0 => r.error(
-                    &p.pos,
+                    &key_pos,
                     format!(
                         "pki {}: key file {k} must not be group- or world-accessible (mode {:o})",
                         p.name,
                         md.mode() & 0o777
                     ),
+                ),
+                Ok(md) if md.uid() != 0 => r.error(
+                    &key_pos,
+                    format!("pki {}: key file {k} must be owned by root", p.name),
                 ),
                 Ok(_) => {}
             },
@@ -181,12 +194,22 @@ fn check_listen(cfg: &Config, l: &Listen, r: &mut Report) {
             "listen: tls, tls-require and smtps need a pki".into(),
         );
     }
-    if !o.pki.is_empty() && o.tls.is_none() && o.auth.is_none() {
-        // OpenSMTPD accepts this; the pki is simply unused.
-        r.warn(
+    if !o.pki.is_empty() && o.tls.is_none() {
+        r.error(
             &l.pos,
-            "listen: pki given without tls, tls-require or smtps: it is not used".into(),
+            "invalid listen option: pki requires tls/smtps".into(),
         );
+    }
+    if o.auth.is_some() && o.tls.is_none() {
+        r.error(
+            &l.pos,
+            "invalid listen option: auth requires tls/smtps".into(),
+        );
+    }
+    if let ListenOn::Name(name) = &l.on {
+        if name != "localhost" && !resolvable(name) {
+            r.error(&l.pos, format!("invalid virtual ip or interface: {name}"));
+        }
     }
     for name in &o.pki {
         if !cfg.pkis.iter().any(|p| &p.name == name) {
@@ -198,6 +221,19 @@ fn check_listen(cfg: &Config, l: &Listen, r: &mut Report) {
             r.error(&l.pos, format!("ca name not found: {ca}"));
         }
     }
+}
+
+/// An interface with an address, or a name that resolves.
+fn resolvable(name: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let is_interface = crate::sys::ifaddrs::addresses_of(name)
+        .map(|a| !a.is_empty())
+        .unwrap_or(false);
+    is_interface
+        || (name, 25)
+            .to_socket_addrs()
+            .map(|mut a| a.next().is_some())
+            .unwrap_or(false)
 }
 
 fn check_action(cfg: &Config, a: &Action, r: &mut Report) {

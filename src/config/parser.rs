@@ -171,6 +171,7 @@ impl Parser {
                         toks: &toks,
                         i: 0,
                         line,
+                        bad: std::cell::Cell::new(None),
                     };
                     if let Err(m) = self.statement(&mut st, path) {
                         let line = st.err_line();
@@ -285,14 +286,14 @@ impl Parser {
                     ],
                 )
             }
-            _ => Err("syntax error".into()),
+            _ => Err(st.bad_prev()),
         }
     }
 
     fn varset(&mut self, st: &mut Stmt<'_>) -> R<()> {
         let name = match &st.toks[0].tok {
             Tok::Word(w) | Tok::Str(w) => w.clone(),
-            _ => return Err("syntax error".into()),
+            _ => return Err(st.bad_prev()),
         };
         if name.chars().any(|c| c.is_whitespace()) {
             return Err("macro name cannot contain whitespace".into());
@@ -306,10 +307,11 @@ impl Parser {
             return Err(format!("syntax error: '{name}' is a reserved word"));
         }
         st.i = 2;
+        // OpenSMTPD takes a string, not a number: `x = 587` is refused,
+        // `x = "587"` is fine.
         let value = match st.take() {
             Some(Tok::Word(w)) | Some(Tok::Str(w)) => w,
-            Some(Tok::Num(n)) => n.to_string(),
-            _ => return Err("syntax error".into()),
+            _ => return Err(st.bad_prev()),
         };
         st.end()?;
         if !self.persistent.contains(&name) {
@@ -403,14 +405,17 @@ impl Parser {
             let p = &mut self.cfg.pkis[idx];
             match kw.as_str() {
                 "cert" => p.cert = Some(v),
-                "key" => p.key = Some(v),
+                "key" => {
+                    p.key = Some(v);
+                    p.key_line = st.line;
+                }
                 "dhe" => {
                     if !["none", "auto", "legacy"].contains(&v.to_ascii_lowercase().as_str()) {
                         return Err(format!("invalid DHE keyword: {v}"));
                     }
                     p.dhe = Some(v.to_ascii_lowercase());
                 }
-                _ => return Err("syntax error".into()),
+                _ => return Err(st.bad_prev()),
             }
             any = true;
         }
@@ -477,7 +482,7 @@ impl Parser {
                         Some(Tok::Word(w)) | Some(Tok::Str(w)) => {
                             service_port(&w).ok_or(format!("invalid port: {w}"))?
                         }
-                        _ => return Err("syntax error".into()),
+                        _ => return Err(st.bad_prev()),
                     };
                     set_once(&mut o.port, p, "port already specified")?;
                 }
@@ -557,7 +562,7 @@ impl Parser {
                     st.string()?,
                     "protocols already specified",
                 )?,
-                _ => return Err("syntax error".into()),
+                _ => return Err(st.bad_prev()),
             }
         }
         self.cfg.listens.push(Listen { pos, on, opts: o });
@@ -614,10 +619,29 @@ impl Parser {
 
     fn pattern(&mut self, st: &mut Stmt<'_>) -> R<Pattern> {
         let regex = st.eat_word("regex");
-        Ok(Pattern {
-            regex,
-            table: self.tables(st)?,
-        })
+        let table = self.tables(st)?;
+        self.want_kind(&table, false, "from")?;
+        Ok(Pattern { regex, table })
+    }
+
+    /// A static table declared as a list where a mapping is needed, or the
+    /// other way round, is refused as OpenSMTPD refuses it. (File tables
+    /// are checked when lka reads them.)
+    fn want_kind(&self, t: &TableRef, mapping: bool, what: &str) -> R<()> {
+        let TableRef::Named(name) = t else {
+            return Ok(());
+        };
+        let Some(table) = self.cfg.tables.iter().find(|x| &x.name == name) else {
+            return Ok(());
+        };
+        let is_map = matches!(table.source, TableSource::Map(_));
+        let is_list = matches!(table.source, TableSource::List(_));
+        if (mapping && is_list) || (!mapping && is_map) {
+            return Err(format!(
+                "table \"{name}\" may not be used for {what} lookups"
+            ));
+        }
+        Ok(())
     }
 
     /// A pattern if one follows (for criteria where the table is optional).
@@ -658,7 +682,7 @@ impl Parser {
             "forward-only" => Method::ForwardOnly,
             "expand-only" => Method::ExpandOnly,
             "relay" => Method::Relay(Box::default()),
-            _ => return Err("syntax error".into()),
+            _ => return Err(st.bad_prev()),
         };
         let mut local = LocalOpts::default();
         let mut ttl = None;
@@ -703,6 +727,7 @@ impl Parser {
                     return Err("virtual mapping already specified for this dispatcher".into());
                 }
                 let t = self.tables(st)?;
+                self.want_kind(&t, true, "alias")?;
                 set_once(
                     &mut o.alias,
                     t,
@@ -714,6 +739,7 @@ impl Parser {
                     return Err("alias mapping already specified for this dispatcher".into());
                 }
                 let t = self.tables(st)?;
+                self.want_kind(&t, true, "virtual")?;
                 set_once(
                     &mut o.virtual_,
                     t,
@@ -752,7 +778,7 @@ impl Parser {
                     "wrapper already specified for this dispatcher",
                 )
             }
-            _ => Err("syntax error".into()),
+            _ => Err(st.bad_prev()),
         }
     }
 
@@ -818,6 +844,7 @@ impl Parser {
             }
             "auth" => {
                 let t = self.tables(st)?;
+                self.want_kind(&t, true, "auth")?;
                 set_once(&mut r.auth, t, &format!("auth mapping {d}"))
             }
             "filter" => {
@@ -832,7 +859,7 @@ impl Parser {
                 }
                 set_flag(&mut r.srs, &format!("srs {d}"))
             }
-            _ => Err("syntax error".into()),
+            _ => Err(st.bad_prev()),
         }
     }
 
@@ -864,7 +891,7 @@ impl Parser {
                         "rdns" => From::Rdns(self.opt_pattern(st)?),
                         "auth" => From::Auth(self.opt_pattern(st)?),
                         "mail-from" => From::MailFrom(self.pattern(st)?),
-                        _ => return Err("syntax error".into()),
+                        _ => return Err(st.bad_prev()),
                     })
                 }
                 "for" => {
@@ -874,7 +901,7 @@ impl Parser {
                         "local" => For::Local,
                         "domain" => For::Domain(self.pattern(st)?),
                         "rcpt-to" => For::RcptTo(self.pattern(st)?),
-                        _ => return Err("syntax error".into()),
+                        _ => return Err(st.bad_prev()),
                     })
                 }
                 "tag" | "tagged" => Criterion::Tag(self.pattern(st)?),
@@ -883,7 +910,7 @@ impl Parser {
                 "auth" => Criterion::Auth(self.opt_pattern(st)?),
                 "mail-from" => Criterion::MailFrom(self.pattern(st)?),
                 "rcpt-to" => Criterion::RcptTo(self.pattern(st)?),
-                _ => return Err("syntax error".into()),
+                _ => return Err(st.bad_prev()),
             };
             let kind = std::mem::discriminant(&c);
             if criteria
@@ -941,6 +968,7 @@ impl Parser {
                     return Err("syntax error".into());
                 }
                 let mut seen = HashSet::new();
+                let mut procs = HashSet::new();
                 for n in &names {
                     let f = self.cfg.filters.iter().find(|f| &f.name == n);
                     let f = f.ok_or(format!("no filter exist with that name: {n}"))?;
@@ -954,11 +982,18 @@ impl Parser {
                             "no filter allowed twice within a filter chain: {n}"
                         ));
                     }
+                    if let FilterKind::Proc(p) = &f.kind {
+                        if !procs.insert(p.clone()) {
+                            return Err(format!(
+                                "no proc allowed twice within a filter chain: {p}"
+                            ));
+                        }
+                    }
                 }
                 FilterKind::Chain(names)
             }
             "phase" => self.builtin_filter(st)?,
-            _ => return Err("syntax error".into()),
+            _ => return Err(st.bad_prev()),
         };
         st.end()?;
         self.cfg.filters.push(Filter { pos, name, kind });
@@ -989,7 +1024,7 @@ impl Parser {
             "auth" => FilterCond::Auth(self.opt_pattern(st)?),
             "mail-from" => FilterCond::MailFrom(self.pattern(st)?),
             "rcpt-to" => FilterCond::RcptTo(self.pattern(st)?),
-            _ => return Err("syntax error".into()),
+            _ => return Err(st.bad_prev()),
         };
         // What each phase knows: a condition on data not yet sent is refused.
         let known: &[&str] = match phase {
@@ -1020,7 +1055,7 @@ impl Parser {
             "disconnect" => FilterVerdict::Disconnect(reply_message(st.string()?)?),
             "rewrite" => FilterVerdict::Rewrite(st.string()?),
             "report" => FilterVerdict::Report(st.string()?),
-            _ => return Err("syntax error".into()),
+            _ => return Err(st.bad_prev()),
         };
         Ok(FilterKind::Builtin {
             phase,
@@ -1069,7 +1104,7 @@ impl Parser {
                 let v = st.string_or_num()?;
                 s.queue_ttl = delay(&v).ok_or(format!("invalid ttl delay: {v}"))?;
             }
-            _ => return Err("syntax error".into()),
+            _ => return Err(st.bad_prev()),
         }
         st.end()
     }
@@ -1085,7 +1120,7 @@ impl Parser {
             }
         }
         if delays.len() > 4 {
-            return Err("too many delays".into());
+            return Err(format!("bounce warn-interval: at most 4 delays, {} given", delays.len()));
         }
         st.end()?;
         self.cfg.settings.bounce_warn = delays;
@@ -1110,7 +1145,7 @@ impl Parser {
                     _ => return Err(format!("invalid sub-addr-delim: {v}")),
                 }
             }
-            _ => return Err("syntax error".into()),
+            _ => return Err(st.bad_prev()),
         }
         st.end()
     }
@@ -1166,7 +1201,7 @@ impl Parser {
                 while st.eat_word("inet4") || st.eat_word("inet6") {}
                 self.limits(st, "mta", &keys)
             }
-            _ => Err("syntax error".into()),
+            _ => Err(st.bad_prev()),
         }
     }
 
@@ -1197,7 +1232,7 @@ impl Parser {
                     "task-release",
                 ],
             ),
-            _ => Err("syntax error".into()),
+            _ => Err(st.bad_prev()),
         }
     }
 
@@ -1216,7 +1251,7 @@ impl Parser {
                 self.cfg.settings.srs_ttl =
                     delay(&v).ok_or(format!("ttl delay \"{v}\" is invalid"))?;
             }
-            _ => return Err("syntax error".into()),
+            _ => return Err(st.bad_prev()),
         }
         st.end()
     }
@@ -1237,7 +1272,7 @@ fn proc_opts(st: &mut Stmt<'_>) -> R<ProcOpts> {
             "user" => set_once(&mut o.user, st.string()?, "user already specified")?,
             "group" => set_once(&mut o.group, st.string()?, "group already specified")?,
             "chroot" => set_once(&mut o.chroot, st.string()?, "chroot already specified")?,
-            _ => return Err("syntax error".into()),
+            _ => return Err(st.bad_prev()),
         }
     }
     Ok(o)
@@ -1324,14 +1359,40 @@ struct Stmt<'t> {
     toks: &'t [Token],
     i: usize,
     line: usize,
+    /// The token an error was found at, for its line.
+    bad: std::cell::Cell<Option<usize>>,
 }
 
 impl Stmt<'_> {
     fn err_line(&self) -> usize {
-        self.toks
-            .get(self.i.min(self.toks.len().saturating_sub(1)))
-            .map(|t| t.line)
-            .unwrap_or(self.line)
+        let at = self
+            .bad
+            .get()
+            .unwrap_or(self.i)
+            .min(self.toks.len().saturating_sub(1));
+        self.toks.get(at).map(|t| t.line).unwrap_or(self.line)
+    }
+
+    /// "syntax error" naming the token at `idx` (and remembering its line).
+    fn syntax_at(&self, idx: usize) -> String {
+        self.bad.set(Some(idx));
+        match self.toks.get(idx).map(|t| &t.tok) {
+            Some(Tok::Word(w)) => format!("syntax error: unexpected `{w}`"),
+            Some(Tok::Str(w)) => format!("syntax error: unexpected \"{w}\""),
+            Some(Tok::Num(n)) => format!("syntax error: unexpected number {n}"),
+            Some(Tok::Sym(c)) => format!("syntax error: unexpected `{c}`"),
+            _ => "syntax error: unexpected end of line".into(),
+        }
+    }
+
+    /// The token just taken was wrong.
+    fn bad_prev(&self) -> String {
+        self.syntax_at(self.i.saturating_sub(1))
+    }
+
+    /// The token about to be taken is wrong.
+    fn bad_here(&self) -> String {
+        self.syntax_at(self.i)
     }
 
     fn pos(&self, file: String) -> Pos {
@@ -1359,7 +1420,7 @@ impl Stmt<'_> {
         if self.at_end() {
             Ok(())
         } else {
-            Err("syntax error".into())
+            Err(self.bad_here())
         }
     }
 
@@ -1367,7 +1428,7 @@ impl Stmt<'_> {
     fn keyword(&mut self) -> R<String> {
         match self.take() {
             Some(Tok::Word(w)) if is_keyword(&w) => Ok(w),
-            _ => Err("syntax error".into()),
+            _ => Err(self.bad_prev()),
         }
     }
 
@@ -1375,7 +1436,7 @@ impl Stmt<'_> {
         if self.eat_word(kw) {
             Ok(())
         } else {
-            Err("syntax error".into())
+            Err(self.bad_here())
         }
     }
 
@@ -1414,11 +1475,11 @@ impl Stmt<'_> {
 
     fn string(&mut self) -> R<String> {
         if !self.peek_string() {
-            return Err("syntax error".into());
+            return Err(self.bad_here());
         }
         match self.take() {
             Some(Tok::Str(s)) | Some(Tok::Word(s)) => Ok(s),
-            _ => Err("syntax error".into()),
+            _ => Err(self.bad_prev()),
         }
     }
 
@@ -1438,7 +1499,7 @@ impl Stmt<'_> {
     fn string_or_keyword(&mut self) -> R<String> {
         match self.take() {
             Some(Tok::Str(s)) | Some(Tok::Word(s)) => Ok(s),
-            _ => Err("syntax error".into()),
+            _ => Err(self.bad_prev()),
         }
     }
 
@@ -1446,7 +1507,7 @@ impl Stmt<'_> {
         match self.take() {
             Some(Tok::Num(n)) if n >= 0 => Ok(n as u64),
             Some(Tok::Num(n)) => Err(format!("invalid number: {n}")),
-            _ => Err("syntax error".into()),
+            _ => Err(self.bad_prev()),
         }
     }
 
@@ -1454,7 +1515,7 @@ impl Stmt<'_> {
     /// statement reader); values are strings or numbers.
     fn braced_values(&mut self) -> R<Braced> {
         if !self.eat_sym('{') {
-            return Err("syntax error".into());
+            return Err(self.bad_prev());
         }
         let (mut list, mut map) = (Vec::new(), Vec::new());
         loop {
@@ -1463,15 +1524,18 @@ impl Stmt<'_> {
             }
             let v = self.value()?;
             if self.eat_sym('=') {
+                // `k = v` or `k => v`, as parse.y's `assign`.
+                self.eat_sym('>');
                 map.push((v, self.value()?));
             } else {
                 list.push(v);
             }
-            if !self.eat_sym(',') && !self.peek_sym('}') {
-                // OpenSMTPD also takes whitespace-separated lists.
-                if self.at_end() {
-                    return Err("syntax error: unterminated { list".into());
-                }
+            if self.eat_sym(',') && self.peek_sym('}') {
+                return Err(self.bad_here());
+            }
+            // OpenSMTPD also takes lists separated by newlines alone.
+            if self.at_end() {
+                return Err("syntax error: unterminated { list".into());
             }
         }
     }
@@ -1480,7 +1544,7 @@ impl Stmt<'_> {
         match self.take() {
             Some(Tok::Str(s)) | Some(Tok::Word(s)) => Ok(s),
             Some(Tok::Num(n)) => Ok(n.to_string()),
-            _ => Err("syntax error".into()),
+            _ => Err(self.bad_prev()),
         }
     }
 }

@@ -64,7 +64,7 @@ fn parses_the_manual_example() {
 
 #[test]
 fn macros_and_defines() {
-    let text = "p = 2525\nlisten on 127.0.0.1 port $p\naction a mbox\nmatch for local action a\n";
+    let text = "p = \"2525\"\nlisten on 127.0.0.1 port $p\naction a mbox\nmatch for local action a\n";
     let cfg = parse("t.conf", text.as_bytes(), &[]).unwrap().config;
     assert_eq!(cfg.listens[0].opts.port, Some(2525));
     let over = [("p".to_string(), "26".to_string())];
@@ -79,7 +79,7 @@ fn errors_name_the_line_and_go_on() {
         e,
         vec![
             "t.conf:1: invalid port: 0",
-            "t.conf:2: syntax error",
+            "t.conf:2: syntax error: unexpected `bogus`",
             "t.conf:3: no such dispatcher: nope"
         ]
     );
@@ -89,7 +89,7 @@ fn errors_name_the_line_and_go_on() {
 fn keywords_are_not_names() {
     assert_eq!(
         errors("action local mbox\nmatch for local action local\n")[0],
-        "t.conf:1: syntax error"
+        "t.conf:1: syntax error: unexpected `local`"
     );
     assert!(errors("action \"local\" mbox\nmatch for local action \"local\"\n").is_empty());
 }
@@ -234,14 +234,27 @@ fn generate(g: &mut Gen) -> Config {
             source,
         });
     }
-    let tables: Vec<String> = c.tables.iter().map(|t| t.name.clone()).collect();
+    // Criteria take list tables; alias and auth take mappings (file
+    // tables may be either).
+    let named = |want_map: bool| -> Vec<String> {
+        c.tables
+            .iter()
+            .filter(|t| match t.source {
+                TableSource::Map(_) => want_map,
+                TableSource::List(_) => !want_map,
+                TableSource::Backend { .. } => true,
+            })
+            .map(|t| t.name.clone())
+            .collect()
+    };
+    let tables = named(false);
+    let maps = named(true);
     if g.flip() {
         c.pkis.push(Pki {
-            pos: Pos::default(),
             name: "mx.example".into(),
             cert: Some(g.string()),
             key: Some(g.string()),
-            dhe: None,
+            ..Pki::default()
         });
     }
     if g.flip() {
@@ -346,7 +359,7 @@ fn generate(g: &mut Gen) -> Config {
                 host: Some(TableRef::Inline(vec![
                     "smtp+tls://label@relay.example:587".into()
                 ])),
-                auth: Some(g.table_ref(&tables)),
+                auth: Some(g.table_ref(&maps)),
                 helo: Some(g.string()),
                 tls: if g.flip() { Some(g.flip()) } else { None },
                 ..RelayOpts::default()
@@ -354,7 +367,7 @@ fn generate(g: &mut Gen) -> Config {
         };
         let mut local = LocalOpts::default();
         if !matches!(method, Method::Relay(_)) && g.flip() {
-            local.alias = Some(g.table_ref(&tables));
+            local.alias = Some(g.table_ref(&maps));
         }
         let ttl = if g.flip() {
             Some(std::time::Duration::from_secs(
@@ -419,7 +432,10 @@ fn generate(g: &mut Gen) -> Config {
 fn strip_positions(c: &mut Config) {
     let p = Pos::default();
     c.tables.iter_mut().for_each(|x| x.pos = p.clone());
-    c.pkis.iter_mut().for_each(|x| x.pos = p.clone());
+    c.pkis.iter_mut().for_each(|x| {
+        x.pos = p.clone();
+        x.key_line = 0;
+    });
     c.cas.iter_mut().for_each(|x| x.pos = p.clone());
     c.listens.iter_mut().for_each(|x| x.pos = p.clone());
     c.actions.iter_mut().for_each(|x| x.pos = p.clone());
