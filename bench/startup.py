@@ -41,7 +41,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = 25
 BANNER_TIMEOUT = 60.0
 
-CONF_OURS = f"listen on 127.0.0.1 port {PORT}\n"
+CONF_OURS = (
+    f"listen on 127.0.0.1 port {PORT}\n"
+    'action "local" mbox\n'
+    'match from local for local action "local"\n'
+)
 # OpenSMTPD 6.8 refuses a config without a rule ("no rules, nothing to do").
 CONF_OPENSMTPD = (
     f"listen on 127.0.0.1 port {PORT}\n"

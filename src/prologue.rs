@@ -88,8 +88,12 @@ pub fn run(role: Role, opts: ChildOpts) -> ! {
     // 2, 3. chroot and drop.
     let account = sys::privdrop::lookup(spec.user)
         .unwrap_or_else(|e| fatal!("{role}: user {}: {e}", spec.user));
-    if let Some(dir) = spec.chroot {
-        sys::privdrop::chroot(dir).unwrap_or_else(|e| fatal!("{role}: chroot {dir}: {e}"));
+    match spec.chroot {
+        Some(dir) => {
+            sys::privdrop::chroot(dir).unwrap_or_else(|e| fatal!("{role}: chroot {dir}: {e}"))
+        }
+        // No chroot: at least hold no directory of whoever started us.
+        None => std::env::set_current_dir("/").unwrap_or_else(|e| fatal!("{role}: chdir /: {e}")),
     }
     sys::privdrop::drop_to(&account)
         .unwrap_or_else(|e| fatal!("{role}: cannot drop privileges: {e}"));

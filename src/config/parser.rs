@@ -1120,7 +1120,10 @@ impl Parser {
             }
         }
         if delays.len() > 4 {
-            return Err(format!("bounce warn-interval: at most 4 delays, {} given", delays.len()));
+            return Err(format!(
+                "bounce warn-interval: at most 4 delays, {} given",
+                delays.len()
+            ));
         }
         st.end()?;
         self.cfg.settings.bounce_warn = delays;

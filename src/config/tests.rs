@@ -64,7 +64,8 @@ fn parses_the_manual_example() {
 
 #[test]
 fn macros_and_defines() {
-    let text = "p = \"2525\"\nlisten on 127.0.0.1 port $p\naction a mbox\nmatch for local action a\n";
+    let text =
+        "p = \"2525\"\nlisten on 127.0.0.1 port $p\naction a mbox\nmatch for local action a\n";
     let cfg = parse("t.conf", text.as_bytes(), &[]).unwrap().config;
     assert_eq!(cfg.listens[0].opts.port, Some(2525));
     let over = [("p".to_string(), "26".to_string())];

@@ -30,6 +30,8 @@ struct Session {
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     closing: bool,
+    /// Why the session ends, for the disconnect log line.
+    reason: &'static str,
     deadline: Instant,
 }
 
@@ -130,6 +132,10 @@ fn accept_all(
             }
         };
         if sessions.len() >= MAX_SESSIONS {
+            log::warn!(
+                "warn: smtp refused address={} reason=too-many-sessions limit={MAX_SESSIONS}",
+                addr.ip()
+            );
             let _ = stream.write_all(b"421 4.7.0 Too many connections, try again later\r\n");
             continue;
         }
@@ -152,6 +158,7 @@ fn accept_all(
             inbuf: Vec::new(),
             outbuf: session::banner(hostname).into_bytes(),
             closing: false,
+            reason: "quit",
             deadline: Instant::now() + SESSION_TIMEOUT,
         };
         sessions.insert(token, s);
@@ -202,16 +209,22 @@ fn drive(s: &mut Session, r: &Ready) -> io::Result<bool> {
             }
         }
         s.deadline = Instant::now() + SESSION_TIMEOUT;
-        match session::take_line(&mut s.inbuf) {
-            Ok(Some(line)) => {
-                let reply = session::on_line(s.hostname, &line);
-                s.outbuf.extend_from_slice(reply.text.as_bytes());
-                s.closing = reply.close;
-            }
-            Ok(None) => {}
-            Err(session::LineTooLong) => {
-                s.outbuf.extend_from_slice(b"500 5.5.1 Line too long\r\n");
-                s.closing = true;
+        // Answer every complete line that arrived, not just the first:
+        // a client may send several in one segment.
+        while !s.closing {
+            match session::take_line(&mut s.inbuf) {
+                Ok(Some(line)) => {
+                    let reply = session::on_line(s.hostname, &line);
+                    s.outbuf.extend_from_slice(reply.text.as_bytes());
+                    s.closing = reply.close;
+                    s.reason = reply.reason;
+                }
+                Ok(None) => break,
+                Err(session::LineTooLong) => {
+                    s.outbuf.extend_from_slice(b"500 5.5.1 Line too long\r\n");
+                    s.closing = true;
+                    s.reason = "line-too-long";
+                }
             }
         }
     }
@@ -226,7 +239,7 @@ fn drive(s: &mut Session, r: &Ready) -> io::Result<bool> {
         }
     }
     if s.closing {
-        log::info!("{:016x} smtp disconnected reason=quit", s.id);
+        log::info!("{:016x} smtp disconnected reason={}", s.id, s.reason);
         return Ok(true);
     }
     Ok(false)

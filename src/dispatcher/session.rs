@@ -11,6 +11,8 @@ pub const MAX_LINE: usize = 4096;
 pub struct Reply {
     pub text: String,
     pub close: bool,
+    /// The `reason=` of the disconnect log line, if this reply closes.
+    pub reason: &'static str,
 }
 
 /// The greeting.
@@ -26,6 +28,7 @@ pub fn on_line(hostname: &str, line: &[u8]) -> Reply {
         Reply {
             text: "221 2.0.0 Bye\r\n".into(),
             close: true,
+            reason: "quit",
         }
     } else {
         Reply {
@@ -33,6 +36,7 @@ pub fn on_line(hostname: &str, line: &[u8]) -> Reply {
                 "421 4.3.2 {hostname} Service not available, closing transmission channel\r\n"
             ),
             close: true,
+            reason: "unavailable",
         }
     }
 }
