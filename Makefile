@@ -36,7 +36,7 @@ SMTPD_FLAGS ?=
 SETUP_PACKAGES ?=	procps iproute2 util-linux mount python3 python3-pytest \
 			swaks opensmtpd gcc libc6-dev
 
-BENCH_SCRIPTS ?=	bench/startup.py
+BENCH_SCRIPTS ?=	bench/startup.py bench/config_speed.py
 BENCH_RUNS ?=		5
 
 FUZZ_TARGETS ?=		ipc_frame config_parse
