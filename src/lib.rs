@@ -8,6 +8,8 @@
 //!   one module per process, named as in OpenSMTPD.
 //! - `ipc`: frames, channels and one message enum per channel.
 //! - `config`: smtpd.conf and the per-role views sent to each process.
+//! - `smtp`: the SMTP protocol engine and mail addresses, without I/O.
+//! - `spool`: the on-disk queue format and its durable commit.
 //! - `event`: the mio loop, timers and signals.
 //! - `log`: OpenSMTPD-style `key=value` lines to syslog or stderr.
 //! - `sys`: the only module allowed `unsafe`: system calls std lacks.
@@ -33,6 +35,8 @@ pub mod proc;
 pub mod prologue;
 pub mod queue;
 pub mod scheduler;
+pub mod smtp;
+pub mod spool;
 
 /// The version printed in logs and banners.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,5 @@
+//! SMTP without I/O: the server's protocol engine (`server`) and mail
+//! addresses (`address`). Bytes in, replies and events out; the
+//! dispatcher drives them from its event loop.
+
+#![forbid(unsafe_code)]
