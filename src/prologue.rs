@@ -121,6 +121,7 @@ pub fn run(role: Role, opts: ChildOpts) -> ! {
         me: role,
         parent: received.parent,
         peers: received.peers,
+        inbox: Vec::new(),
     };
     links.greet().unwrap_or_else(|e| fatal!("{role}: {e}"));
     log::debug!(
@@ -239,6 +240,8 @@ pub struct Links {
     pub me: Role,
     pub parent: Channel,
     pub peers: Vec<PeerLink>,
+    /// Frames from greeted peers, for the role to decode.
+    inbox: Vec<Frame>,
 }
 
 /// What a link asks of the role's loop.
@@ -279,8 +282,9 @@ impl Links {
         token.0 < FIRST_OWN_TOKEN
     }
 
-    /// Handle readiness on a link. An error names the channel and what it
-    /// did; the role then shuts down (the parent sees it and stops all).
+    /// Handle readiness on a link. Frames after a peer's Hello are kept
+    /// for the role (`take_frames`). An error names the channel and what
+    /// it did; the role then shuts down (the parent sees it and stops all).
     pub fn handle(&mut self, lp: &Loop, r: &Ready) -> Result<LinkEvent, String> {
         if r.token == PARENT {
             // After start the parent sends one thing only: Shutdown.
@@ -315,19 +319,22 @@ impl Links {
                     }
                     other => other.map_err(|e| ctx(&e))?,
                 };
-                let Some((packet, nfds)) = got else { break };
-                let from = msg::decode_hello(me, p.peer, &packet, nfds)
+                let Some((packet, fds)) = got else { break };
+                if p.greeted {
+                    self.inbox.push(Frame {
+                        peer: p.peer,
+                        packet,
+                        fds,
+                    });
+                    continue;
+                }
+                let from = msg::decode_hello(me, p.peer, &packet, fds.len())
                     .ok_or_else(|| ctx(&"no channel type"))?
                     .map_err(|e| ctx(&e))?;
                 if from != p.peer {
                     let e =
                         FrameError::Decode(format!("Hello from {from} on the {} channel", p.peer));
                     return Err(ctx(&e));
-                }
-                if p.greeted {
-                    return Err(ctx(&FrameError::Decode(format!(
-                        "second Hello from {from}"
-                    ))));
                 }
                 p.greeted = true;
                 log::debug!("debug: {me}: {} says hello", p.peer);
@@ -336,6 +343,71 @@ impl Links {
         lp.rewatch(p.chan.raw_fd(), r.token, p.chan.wants_write())
             .map_err(|e| ctx(&e))?;
         Ok(LinkEvent::None)
+    }
+
+    /// The frames received since the last call, in order.
+    pub fn take_frames(&mut self) -> Vec<Frame> {
+        std::mem::take(&mut self.inbox)
+    }
+
+    /// Send `msg` to `peer`, watching for room if the socket is full.
+    pub fn send<M: msg::Message>(
+        &mut self,
+        lp: &Loop,
+        peer: Role,
+        m: &M,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), String> {
+        let (i, p) = self
+            .peers
+            .iter_mut()
+            .enumerate()
+            .find(|(_, p)| p.peer == peer)
+            .ok_or_else(|| format!("no channel to {peer}"))?;
+        p.chan
+            .send(m, fds)
+            .map_err(|e| format!("{peer} channel: {e}"))?;
+        lp.rewatch(p.chan.raw_fd(), Token(1 + i), p.chan.wants_write())
+            .map_err(|e| format!("{peer} channel: {e}"))
+    }
+}
+
+/// A frame from a peer, after its Hello: the role decodes it with the
+/// enum of that channel (`frame::parse`), or refuses it.
+pub struct Frame {
+    pub peer: Role,
+    pub packet: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+}
+
+impl Frame {
+    /// Decode with the channel's enum `M`; any failure (or a descriptor
+    /// count the message does not carry) is the channel's error.
+    pub fn decode<M: msg::Message>(&self) -> Result<M, String> {
+        let m: M = frame::parse(&self.packet, self.fds.len())
+            .map_err(|e| format!("{} channel: {e}", self.peer))?;
+        if m.fds() != self.fds.len() {
+            let e = FrameError::FdsUnexpected {
+                message: m.name(),
+                expected: m.fds(),
+                actual: self.fds.len(),
+            };
+            return Err(format!("{} channel: {e}", self.peer));
+        }
+        Ok(m)
+    }
+
+    /// The answer of a role that expects nothing on this channel: a
+    /// second Hello or anything else ends it, with the reason.
+    pub fn refuse(&self, me: Role) -> String {
+        match msg::decode_hello(me, self.peer, &self.packet, self.fds.len()) {
+            Some(Ok(from)) => format!(
+                "{} channel: undecodable payload: second Hello from {from}",
+                self.peer
+            ),
+            Some(Err(e)) => format!("{} channel: {e}", self.peer),
+            None => format!("{} channel: no channel type", self.peer),
+        }
     }
 }
 
@@ -350,6 +422,9 @@ pub fn idle_loop(setup: Setup) -> Result<(), String> {
         for r in lp.wait(None).map_err(|e| e.to_string())? {
             if links.handle(&lp, &r)? == LinkEvent::Shutdown {
                 return Ok(());
+            }
+            if let Some(f) = links.take_frames().first() {
+                return Err(f.refuse(links.me));
             }
         }
     }

@@ -73,6 +73,9 @@ pub fn run(setup: Setup) -> Result<(), String> {
                 if links.handle(&lp, &r)? == LinkEvent::Shutdown {
                     return Ok(());
                 }
+                if let Some(f) = links.take_frames().first() {
+                    return Err(f.refuse(links.me));
+                }
             } else if r.token.0 < first_session {
                 let i = r.token.0 - FIRST_OWN_TOKEN;
                 // Each listener answers with its own `hostname`.

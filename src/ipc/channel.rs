@@ -62,6 +62,9 @@ pub struct Received<M> {
     pub fds: Vec<OwnedFd>,
 }
 
+/// A frame not yet decoded, and the descriptors that came with it.
+pub type RawFrame = (Vec<u8>, Vec<OwnedFd>);
+
 /// One end of a channel.
 pub struct Channel {
     sock: OwnedFd,
@@ -146,15 +149,15 @@ impl Channel {
         Ok(Some(Received { msg, fds }))
     }
 
-    /// Receive one packet for a caller that picks the enum at run time
-    /// (`msg::decode_hello`); descriptors are closed, their count returned
-    /// so the frame check still sees them.
-    pub fn recv_raw(&mut self) -> Result<Option<(Vec<u8>, usize)>, IpcError> {
+    /// Receive one packet for a caller that picks the enum at run time:
+    /// the checked payload's frame bytes and the descriptors that came
+    /// with it (the caller decodes with `frame::parse`).
+    pub fn recv_raw(&mut self) -> Result<Option<RawFrame>, IpcError> {
         let mut fds = Vec::new();
         let Some(len) = self.recv_packet(&mut fds)? else {
             return Ok(None);
         };
-        Ok(Some((self.buf[..len].to_vec(), fds.len())))
+        Ok(Some((self.buf[..len].to_vec(), fds)))
     }
 
     fn recv_packet(&mut self, fds: &mut Vec<OwnedFd>) -> Result<Option<usize>, IpcError> {

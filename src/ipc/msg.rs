@@ -137,21 +137,193 @@ link!(
     LkaQueue
 );
 link!(
-    /// lka <-> dispatcher: policy per RCPT, auth, DNS/MX, filters.
-    LkaDispatcher
-);
-link!(
-    /// queue <-> scheduler: envelopes committed, due, done, failed.
-    QueueScheduler
-);
-link!(
-    /// queue <-> dispatcher: message files (descriptors), commits, deliveries.
-    QueueDispatcher
-);
-link!(
     /// dispatcher <-> ca: TLS signatures made with keys only ca holds.
     DispatcherCa
 );
+
+/// Where a session comes from, as lka needs it to apply the match rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The client's address; None for the local enqueuer's socket.
+    pub addr: Option<std::net::IpAddr>,
+    /// The listener (index into the dispatcher's view) it came in on.
+    pub listener: u32,
+    pub rdns: Option<String>,
+    pub helo: String,
+    pub auth_user: Option<String>,
+    pub tag: Option<String>,
+    pub tls: bool,
+}
+
+/// lka's answer for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// Accept it for delivery by this action.
+    Accept { action: String },
+    /// Refuse it with this reply.
+    Reject {
+        code: u16,
+        enhanced: String,
+        text: String,
+    },
+}
+
+/// dispatcher <-> lka: policy for each RCPT, AUTH checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LkaDispatcher {
+    Hello {
+        from: Role,
+    },
+    /// dispatcher -> lka: may `rcpt` be accepted in this transaction?
+    Rcpt {
+        req: u64,
+        session: SessionInfo,
+        mail_from: String,
+        rcpt: String,
+    },
+    /// lka -> dispatcher
+    RcptVerdict {
+        req: u64,
+        verdict: Verdict,
+    },
+    /// dispatcher -> lka: check a password against the listener's table.
+    Auth {
+        req: u64,
+        listener: u32,
+        user: String,
+        password: Vec<u8>,
+    },
+    /// lka -> dispatcher
+    AuthResult {
+        req: u64,
+        ok: bool,
+    },
+}
+
+/// One accepted recipient, as the dispatcher hands it to the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEnvelope {
+    pub sender: String,
+    pub rcpt: String,
+    pub orig_rcpt: Option<String>,
+    pub action: String,
+    pub helo: String,
+    pub client: String,
+    pub hostname: String,
+    pub tag: Option<String>,
+    pub authenticated: bool,
+    pub notify: Option<String>,
+    pub ret: Option<String>,
+    pub envid: Option<String>,
+}
+
+/// dispatcher <-> queue: message files and their commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueDispatcher {
+    Hello {
+        from: Role,
+    },
+    /// dispatcher -> queue: open a new message file.
+    Create {
+        req: u64,
+    },
+    /// queue -> dispatcher, with one descriptor: the file to write into.
+    Created {
+        req: u64,
+        msgid: u32,
+    },
+    /// queue -> dispatcher: no file; `tempfail` means 4xx (disk full...).
+    CreateFailed {
+        req: u64,
+        tempfail: bool,
+        text: String,
+    },
+    /// dispatcher -> queue: one recipient of message `msgid`.
+    AddEnvelope {
+        msgid: u32,
+        envelope: Box<NewEnvelope>,
+    },
+    /// dispatcher -> queue: the data is written; make the message and its
+    /// `count` envelopes durable, then say Committed.
+    Commit {
+        req: u64,
+        msgid: u32,
+        count: u32,
+        size: u64,
+    },
+    /// queue -> dispatcher: on disk, fsynced: the 250 may be sent.
+    Committed {
+        req: u64,
+        msgid: u32,
+    },
+    /// queue -> dispatcher: not stored; the client gets a 4xx.
+    CommitFailed {
+        req: u64,
+        msgid: u32,
+        text: String,
+    },
+    /// dispatcher -> queue: forget an uncommitted message.
+    Abort {
+        msgid: u32,
+    },
+}
+
+/// queue <-> scheduler: envelopes to schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueScheduler {
+    Hello {
+        from: Role,
+    },
+    /// queue -> scheduler: these envelopes are committed (or recovered).
+    Envelopes {
+        ids: Vec<u64>,
+    },
+}
+
+/// Message and Link for the hand-written channel enums above.
+macro_rules! link_impl {
+    ($name:ident { $($var:ident => $fds:expr),* $(,)? }) => {
+        impl Message for $name {
+            fn name(&self) -> &'static str {
+                match self {
+                    $name::Hello { .. } => "Hello",
+                    $($name::$var { .. } => stringify!($var),)*
+                }
+            }
+            fn fds(&self) -> usize {
+                match self {
+                    $($name::$var { .. } => $fds,)*
+                    _ => 0,
+                }
+            }
+        }
+
+        impl Link for $name {
+            fn hello(from: Role) -> Self {
+                $name::Hello { from }
+            }
+            fn as_hello(&self) -> Option<Role> {
+                match self {
+                    $name::Hello { from } => Some(*from),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+link_impl!(LkaDispatcher { Rcpt => 0, RcptVerdict => 0, Auth => 0, AuthResult => 0 });
+link_impl!(QueueDispatcher {
+    Create => 0,
+    Created => 1,
+    CreateFailed => 0,
+    AddEnvelope => 0,
+    Commit => 0,
+    Committed => 0,
+    CommitFailed => 0,
+    Abort => 0,
+});
+link_impl!(QueueScheduler { Envelopes => 0 });
 
 /// Decode a frame that arrived at `me` from `peer` with the enum of their
 /// channel and return the role its Hello names. `None` if the two have no
