@@ -9,8 +9,9 @@
 //! the process can then neither signal nor connect to an abstract socket of a
 //! process outside its own sandbox.
 //!
-//! Limits compared with unveil(2): only `"r"` exists here (read files, list
-//! directories; no execute, write or create), because no role needs more.
+//! Permissions are unveil(2)'s letters: `r` (read files, list directories),
+//! `w` (write and truncate files), `c` (create, remove and rename beneath a
+//! directory). There is no `x`: no role executes anything.
 //! Landlock does not cover stat, chdir or readlink, nor descriptors opened
 //! before [`restrict`]; it applies to the calling thread only (ABI 8 could
 //! synchronise threads), so call it while single-threaded. On a kernel
@@ -31,15 +32,18 @@ use ::landlock::{
 /// this after testing them.
 const NEWEST_ABI: ABI = ABI::V10;
 
-/// Restricts the filesystem to reading beneath `paths` (pairs of a path and
-/// its permissions, which must be `"r"`), and scopes signals and abstract
-/// unix sockets to the sandbox. Paths that do not exist are skipped. Sets
+/// Restricts the filesystem to `paths` (pairs of a path and its unveil(2)
+/// permissions, some of `"rwc"`), and scopes signals and abstract unix
+/// sockets to the sandbox. Paths that do not exist are skipped. Sets
 /// PR_SET_NO_NEW_PRIVS first, which Landlock requires of unprivileged callers.
 pub fn restrict(paths: &[(&str, &str)]) -> io::Result<()> {
-    if let Some((path, perms)) = paths.iter().find(|(_, perms)| *perms != "r") {
+    if let Some((path, perms)) = paths
+        .iter()
+        .find(|(_, p)| p.is_empty() || !p.chars().all(|c| "rwc".contains(c)))
+    {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("landlock: {path}: permissions {perms:?} not supported, only \"r\""),
+            format!("landlock: {path}: permissions {perms:?} not supported, only some of \"rwc\""),
         ));
     }
     set_no_new_privs()?;
@@ -48,7 +52,7 @@ pub fn restrict(paths: &[(&str, &str)]) -> io::Result<()> {
         .and_then(|r| r.scope(Scope::from_all(NEWEST_ABI)))
         .and_then(|r| r.create())
         .map_err(ruleset_error)?;
-    for (path, _) in paths {
+    for (path, perms) in paths {
         let fd = match PathFd::new(path) {
             Ok(fd) => fd,
             Err(PathFdError::OpenCall { ref source, .. })
@@ -59,7 +63,7 @@ pub fn restrict(paths: &[(&str, &str)]) -> io::Result<()> {
             }
             Err(e) => return Err(io::Error::other(format!("landlock: {e}"))),
         };
-        let access = read_access(&fd)?;
+        let access = access_for(&fd, perms)?;
         ruleset = ruleset
             .add_rule(PathBeneath::new(fd, access))
             .map_err(ruleset_error)?;
@@ -85,15 +89,30 @@ pub fn restrict(paths: &[(&str, &str)]) -> io::Result<()> {
 
 /// Reading a directory means its files and listing it; a file has no
 /// listing, and the kernel refuses directory rights on it.
-fn read_access(fd: &PathFd) -> io::Result<BitFlags<AccessFs>> {
+fn access_for(fd: &PathFd, perms: &str) -> io::Result<BitFlags<AccessFs>> {
     let is_dir = File::from(fd.as_fd().try_clone_to_owned()?)
         .metadata()?
         .is_dir();
-    Ok(if is_dir {
-        AccessFs::ReadFile | AccessFs::ReadDir
-    } else {
-        AccessFs::ReadFile.into()
-    })
+    let mut a = BitFlags::empty();
+    if perms.contains('r') {
+        a |= AccessFs::ReadFile;
+        if is_dir {
+            a |= AccessFs::ReadDir;
+        }
+    }
+    if perms.contains('w') {
+        a |= AccessFs::WriteFile | AccessFs::Truncate;
+    }
+    // Creating, removing and renaming are rights of a directory; the kernel
+    // refuses them on a file.
+    if perms.contains('c') && is_dir {
+        a |= AccessFs::MakeReg
+            | AccessFs::MakeDir
+            | AccessFs::RemoveFile
+            | AccessFs::RemoveDir
+            | AccessFs::Refer;
+    }
+    Ok(a)
 }
 
 fn ruleset_error(e: RulesetError) -> io::Error {
@@ -264,9 +283,9 @@ mod tests {
     }
 
     #[test]
-    fn permissions_other_than_r_are_refused_before_anything() {
+    fn unknown_permissions_are_refused_before_anything() {
         let out = run(|m| {
-            for perms in ["rw", "w", "rwc", "x", ""] {
+            for perms in ["x", "", "rx", "R", "rwcx"] {
                 let e = unveil(&[("/etc/hosts", "r"), ("/tmp", perms)]).expect_err(perms);
                 m.mark(if e.kind() == io::ErrorKind::InvalidInput {
                     b'e'
@@ -283,6 +302,36 @@ mod tests {
             0
         });
         out.assert_exit(0, b"eeeeep");
+    }
+
+    #[test]
+    fn rwc_allows_create_write_rename_remove_beneath_only() {
+        let dir = std::env::temp_dir().join(format!("landlock-rwc-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let d = dir.clone();
+        let out = run(move |m| {
+            let ds = d.to_str().unwrap().to_string();
+            unveil(&[(ds.as_str(), "rwc")]).unwrap();
+            let f = d.join("sub/new");
+            let ok = std::fs::write(&f, b"x").is_ok()
+                && std::fs::rename(&f, d.join("moved")).is_ok()
+                && std::fs::read(d.join("moved"))
+                    .map(|b| b == b"x")
+                    .unwrap_or(false)
+                && std::fs::remove_file(d.join("moved")).is_ok();
+            m.mark(if ok { b'w' } else { b'?' });
+            // Outside the unveiled directory nothing is allowed.
+            m.mark(
+                if std::fs::write("/tmp/landlock-rwc-outside", b"x").is_err() {
+                    b'o'
+                } else {
+                    b'?'
+                },
+            );
+            0
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+        out.assert_exit(0, b"wo");
     }
 
     #[test]
