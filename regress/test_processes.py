@@ -187,7 +187,10 @@ def test_role_descriptors(daemon, role):
         assert inet == listening, f"dispatcher holds other inet sockets while idle: {inet}"
     else:
         assert not inet, f"{role} holds inet sockets: {inet}"
-    assert len(unix) <= 1 + peers, f"{role}: {len(unix)} unix sockets for {peers} peers: {unix}"
+    # The dispatcher holds a second descriptor of its ca channel: its TLS
+    # signer asks ca for signatures synchronously on it.
+    extra = 1 if role == "dispatcher" else 0
+    assert len(unix) <= 1 + peers + extra, f"{role}: {len(unix)} unix sockets for {peers} peers: {unix}"
     limit = 3 + 1 + peers + 2 + listeners
     assert len(fds) <= limit, f"{role}: {len(fds)} descriptors, at most {limit}: {fds}"
 

@@ -345,6 +345,21 @@ impl Links {
         Ok(LinkEvent::None)
     }
 
+    /// A second descriptor for the channel to `peer`, for code that must
+    /// talk to it synchronously (the dispatcher's TLS signer).
+    pub fn dup_channel(&self, peer: Role) -> Result<OwnedFd, String> {
+        let p = self
+            .peers
+            .iter()
+            .find(|p| p.peer == peer)
+            .ok_or_else(|| format!("no channel to {peer}"))?;
+        use std::os::fd::AsFd;
+        p.chan
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("{peer} channel: {e}"))
+    }
+
     /// The frames received since the last call, in order.
     pub fn take_frames(&mut self) -> Vec<Frame> {
         std::mem::take(&mut self.inbox)

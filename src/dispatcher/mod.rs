@@ -5,16 +5,20 @@
 #![forbid(unsafe_code)]
 
 pub mod session;
+pub mod tls;
 
-use crate::config::view::View;
+use crate::config::view::{DispatcherView, View};
 use crate::event::{Loop, Ready};
+use crate::ipc::msg::DispatcherCa;
 use crate::log::escape;
+use crate::proc::Role;
 use crate::prologue::{LinkEvent, Setup, FIRST_OWN_TOKEN};
 use mio::net::{TcpListener, TcpStream};
 use mio::Token;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Most concurrent SMTP sessions; more are told 421 and closed (A5).
@@ -49,6 +53,10 @@ pub fn run(setup: Setup) -> Result<(), String> {
     }
     let mut lp = Loop::new().map_err(|e| e.to_string())?;
     let mut links = setup.links;
+    // TLS: certificates are in our view, keys in ca; ca says which keys it
+    // holds right after its Hello, and signs for us over this channel.
+    let ca = Arc::new(tls::CaClient::new(links.dup_channel(Role::Ca)?).map_err(|e| e.to_string())?);
+    let mut tls: Option<Vec<Option<Arc<rustls::ServerConfig>>>> = None;
     links.watch(&lp).map_err(|e| e.to_string())?;
     let mut listeners = Vec::new();
     for (i, fd) in setup.listeners.into_iter().enumerate() {
@@ -73,8 +81,21 @@ pub fn run(setup: Setup) -> Result<(), String> {
                 if links.handle(&lp, &r)? == LinkEvent::Shutdown {
                     return Ok(());
                 }
-                if let Some(f) = links.take_frames().first() {
-                    return Err(f.refuse(links.me));
+                for f in links.take_frames() {
+                    match f.peer {
+                        Role::Ca => match f.decode::<DispatcherCa>()? {
+                            DispatcherCa::Keys { keys } if tls.is_none() => {
+                                tls = Some(tls_configs(view, &keys, &ca)?);
+                            }
+                            other => {
+                                return Err(format!(
+                                    "ca channel: unexpected {}",
+                                    crate::ipc::Message::name(&other)
+                                ))
+                            }
+                        },
+                        _ => return Err(f.refuse(links.me)),
+                    }
                 }
             } else if r.token.0 < first_session {
                 let i = r.token.0 - FIRST_OWN_TOKEN;
@@ -105,6 +126,26 @@ pub fn run(setup: Setup) -> Result<(), String> {
             }
         }
     }
+}
+
+/// The rustls config of each listener that offers TLS.
+fn tls_configs(
+    view: &DispatcherView,
+    keys: &[crate::ipc::msg::KeyInfo],
+    ca: &Arc<tls::CaClient>,
+) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, String> {
+    let certs = tls::cert_pems(&view.certs);
+    view.listeners
+        .iter()
+        .map(|l| {
+            if l.opts.tls.is_none() {
+                return Ok(None);
+            }
+            tls::server_config(&l.opts.pki, &certs, keys, ca)
+                .map(Some)
+                .map_err(|e| format!("listener {}: {e}", l.addr))
+        })
+        .collect()
 }
 
 /// A starting point for session ids that differs between runs.

@@ -136,10 +136,6 @@ link!(
     /// lka <-> queue: envelope expansion results, bounce lookups.
     LkaQueue
 );
-link!(
-    /// dispatcher <-> ca: TLS signatures made with keys only ca holds.
-    DispatcherCa
-);
 
 /// Where a session comes from, as lka needs it to apply the match rules.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,6 +276,46 @@ pub enum QueueScheduler {
     },
 }
 
+/// What the dispatcher needs to know of a private key it never sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// The pki name.
+    pub pki: String,
+    /// rustls's SignatureAlgorithm, as its u8.
+    pub algorithm: u8,
+    /// rustls's SignatureSchemes this key can sign with, as their u16.
+    pub schemes: Vec<u16>,
+}
+
+/// dispatcher <-> ca: TLS signatures made with keys only ca holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DispatcherCa {
+    Hello {
+        from: Role,
+    },
+    /// ca -> dispatcher, once after Hello: the keys it holds.
+    Keys {
+        keys: Vec<KeyInfo>,
+    },
+    /// dispatcher -> ca: sign `data` with pki's key and `scheme`.
+    Sign {
+        req: u64,
+        pki: String,
+        scheme: u16,
+        data: Vec<u8>,
+    },
+    /// ca -> dispatcher
+    Signature {
+        req: u64,
+        signature: Vec<u8>,
+    },
+    /// ca -> dispatcher: no such key or scheme, or signing failed.
+    SignFailed {
+        req: u64,
+        text: String,
+    },
+}
+
 /// Message and Link for the hand-written channel enums above.
 macro_rules! link_impl {
     ($name:ident { $($var:ident => $fds:expr),* $(,)? }) => {
@@ -324,6 +360,7 @@ link_impl!(QueueDispatcher {
     Abort => 0,
 });
 link_impl!(QueueScheduler { Envelopes => 0 });
+link_impl!(DispatcherCa { Keys => 0, Sign => 0, Signature => 0, SignFailed => 0 });
 
 /// Decode a frame that arrived at `me` from `peer` with the enum of their
 /// channel and return the role its Hello names. `None` if the two have no

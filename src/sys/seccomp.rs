@@ -815,6 +815,14 @@ mod tests {
             let mut hosts = std::fs::File::open("/etc/hosts").expect("open");
             let (a, mut b) = UnixStream::pair().expect("socketpair");
             let _ = dir;
+            // This child was forked from the multi-threaded test harness, so
+            // its allocations come from a non-main glibc arena, and glibc
+            // shrinking such a heap first open()s
+            // /proc/sys/vm/overcommit_memory: not a "stdio" call. The
+            // daemon's roles are single-threaded (main arena, brk), so this
+            // only pins the test's own trimming.
+            // SAFETY: mallopt takes two integers.
+            unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) };
             pledge(&[Stdio]).expect("pledge");
             m.mark(b'p');
 
