@@ -80,8 +80,7 @@ pub fn answer(
             scheme,
             data,
         } => (req, pki, scheme, data),
-        DispatcherCa::Hello { from } => return Err(format!("second Hello from {from}")),
-        other => return Err(format!("unexpected {}", crate::ipc::Message::name(&other))),
+        other => return Err(crate::ipc::msg::unexpected(Role::Dispatcher, &other)),
     };
     let fail = |text: String| Ok(DispatcherCa::SignFailed { req, text });
     if data.len() > MAX_SIGN_INPUT {
@@ -135,7 +134,7 @@ pub fn run(setup: Setup) -> Result<(), String> {
                     return Err(f.refuse(Role::Ca));
                 }
                 let m: DispatcherCa = f.decode()?;
-                let reply = answer(&keys, m).map_err(|e| format!("dispatcher channel: {e}"))?;
+                let reply = answer(&keys, m)?;
                 links.send(&lp, Role::Dispatcher, &reply, Vec::new())?;
             }
         }

@@ -87,12 +87,7 @@ pub fn run(setup: Setup) -> Result<(), String> {
                             DispatcherCa::Keys { keys } if tls.is_none() => {
                                 tls = Some(tls_configs(view, &keys, &ca)?);
                             }
-                            other => {
-                                return Err(format!(
-                                    "ca channel: unexpected {}",
-                                    crate::ipc::Message::name(&other)
-                                ))
-                            }
+                            other => return Err(crate::ipc::msg::unexpected(Role::Ca, &other)),
                         },
                         _ => return Err(f.refuse(links.me)),
                     }

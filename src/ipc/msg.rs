@@ -106,6 +106,15 @@ macro_rules! link {
     };
 }
 
+/// The error for a well-formed message a role does not take on the
+/// channel from `peer`: a second Hello is named as such.
+pub fn unexpected<M: Link>(peer: Role, m: &M) -> String {
+    match m.as_hello() {
+        Some(from) => format!("{peer} channel: undecodable payload: second Hello from {from}"),
+        None => format!("{peer} channel: unexpected {}", m.name()),
+    }
+}
+
 /// What the start-up code needs of every role-to-role enum.
 pub trait Link: Message {
     fn hello(from: Role) -> Self;
