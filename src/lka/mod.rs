@@ -2,6 +2,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod policy;
+pub mod table;
+
 use crate::prologue::{idle_loop, Setup};
 
 /// Entry point after the prologue.

@@ -3,3 +3,5 @@
 //! dispatcher drives them from its event loop.
 
 #![forbid(unsafe_code)]
+
+pub mod address;
