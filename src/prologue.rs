@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 /// How long a role waits for its setup (OpenSMTPD's start timeout).
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest config view a role accepts.
-pub const MAX_VIEW: usize = 16 << 20;
+pub const MAX_VIEW: usize = 64 << 20;
 
 /// Token of the parent channel in every role's loop.
 pub const PARENT: Token = Token(0);

@@ -60,6 +60,13 @@ pub struct LkaView {
     pub procs: Vec<Proc>,
     pub wrappers: Vec<MdaWrapper>,
     pub sub_addr_delim: char,
+    /// The contents of every `file:` table, read by the parent at start,
+    /// by table name: lka parses them and opens no file itself.
+    pub table_files: Vec<(String, Vec<u8>)>,
+    /// This host's addresses (`from local`).
+    pub local_addrs: Vec<std::net::IpAddr>,
+    /// Each listener's `auth <table>`, by the dispatcher's listener index.
+    pub listener_auth: Vec<Option<super::ast::TableRef>>,
 }
 
 /// Queue lifetime settings, shared by queue and scheduler.
@@ -121,12 +128,18 @@ pub struct DispatcherView {
     pub max_message_size: u64,
 }
 
-/// What the parent read from disk for the views: pki files.
+/// What the parent read from disk and the system for the views.
 #[derive(Debug, Clone, Default)]
 pub struct Material {
     pub certs: Vec<PkiCert>,
     pub keys: Vec<PkiKey>,
+    /// `file:` tables' contents, by name.
+    pub table_files: Vec<(String, Vec<u8>)>,
+    pub local_addrs: Vec<std::net::IpAddr>,
 }
+
+/// Largest table file the parent reads (lka's own bound is the same).
+pub const MAX_TABLE_FILE: u64 = 32 << 20;
 
 /// Read every pki's certificate and key (the parent does this, as root,
 /// before any role exists).
@@ -180,6 +193,12 @@ pub fn for_role(
             procs: cfg.procs.clone(),
             wrappers: cfg.wrappers.clone(),
             sub_addr_delim: s.sub_addr_delim,
+            table_files: material.table_files.clone(),
+            local_addrs: material.local_addrs.clone(),
+            listener_auth: listeners
+                .iter()
+                .map(|l| l.opts.auth.as_ref().and_then(|(_, t)| t.clone()))
+                .collect(),
         }),
         Role::Queue => View::Queue(QueueView { common, queue }),
         Role::Scheduler => View::Scheduler(SchedulerView { common, queue }),
@@ -228,6 +247,7 @@ mod tests {
                 name: "mx".into(),
                 key_pem: secret.clone(),
             }],
+            ..Default::default()
         };
         for spec in ROLES {
             let v = for_role(spec.role, &cfg, "h", &[], &material).unwrap();

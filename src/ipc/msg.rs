@@ -163,8 +163,8 @@ pub struct SessionInfo {
 /// lka's answer for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Verdict {
-    /// Accept it for delivery by this action.
-    Accept { action: String },
+    /// Accept it for delivery by this action (`relay`: a relay action).
+    Accept { action: String, relay: bool },
     /// Refuse it with this reply.
     Reject {
         code: u16,

@@ -1,4 +1,8 @@
-//! The lka (look-up agent) role: tables, aliases, DNS/MX, the match rules and filters (each comes with its issue). The only role without a chroot; Landlock/unveil limit it to the paths in its table row.
+//! The lka (look-up agent) role: the match rules, tables and AUTH checks
+//! (aliases, DNS/MX and filters come with their issues). It opens no file:
+//! the parent reads the `file:` tables at start and sends their contents in
+//! lka's view, so lka runs pledged to "stdio" (OpenSMTPD's keeps rpath,
+//! inet, dns and getpw).
 
 #![forbid(unsafe_code)]
 
@@ -6,9 +10,155 @@ pub mod auth;
 pub mod policy;
 pub mod table;
 
-use crate::prologue::{idle_loop, Setup};
+use crate::config::ast::{Method, TableSource};
+use crate::config::view::{LkaView, View};
+use crate::event::Loop;
+use crate::ipc::msg::{self, LkaDispatcher, Verdict};
+use crate::proc::Role;
+use crate::prologue::{LinkEvent, Setup};
+use crate::smtp::address::{self, Mailbox};
+use policy::{Decision, LocalHost, Ruleset};
+use table::{Table, Tables};
+
+/// What lka works from, built once from the sealed view.
+pub struct Lka {
+    view: &'static LkaView,
+    tables: Tables,
+    rules: Ruleset,
+}
+
+impl Lka {
+    pub fn new(view: &'static LkaView) -> Result<Lka, String> {
+        let mut tables = Tables::default();
+        for t in &view.tables {
+            let table = match &t.source {
+                TableSource::Backend { backend, path } if backend == "file" => {
+                    let bytes = view
+                        .table_files
+                        .iter()
+                        .find(|(n, _)| n == &t.name)
+                        .map(|(_, b)| b.as_slice())
+                        .ok_or_else(|| format!("table {}: contents not sent", t.name))?;
+                    Table::parse_file(&t.name, path, bytes)
+                }
+                _ => Table::from_config(t),
+            }
+            .map_err(|e| format!("table {}: {e}", t.name))?;
+            tables.insert(table);
+        }
+        let local = LocalHost::new(&view.common.hostname, &view.local_addrs);
+        let rules = Ruleset::new(&view.matches, &tables, &local, view.sub_addr_delim)
+            .map_err(|e| e.to_string())?;
+        Ok(Lka {
+            view,
+            tables,
+            rules,
+        })
+    }
+
+    /// The verdict for one recipient.
+    pub fn rcpt(&self, session: &msg::SessionInfo, mail_from: &str, rcpt: &str) -> Verdict {
+        let refuse = |text: String| Verdict::Reject {
+            code: 550,
+            enhanced: "5.1.3".into(),
+            text,
+        };
+        let from: Option<Mailbox> = match address::parse_path(mail_from, true) {
+            Ok(m) => m,
+            Err(e) => return refuse(format!("Invalid sender: {e}")),
+        };
+        let to = match address::parse_path(rcpt, true) {
+            Ok(Some(m)) => m,
+            Ok(None) => return refuse("Invalid recipient: empty".into()),
+            Err(e) => return refuse(format!("Invalid recipient: {e}")),
+        };
+        let s = policy::SessionInfo {
+            addr: session.addr,
+            is_local_socket: session.addr.is_none(),
+            rdns: session.rdns.clone(),
+            helo: Some(session.helo.clone()),
+            auth_user: session.auth_user.clone(),
+            tag: session.tag.clone(),
+            tls: session.tls,
+        };
+        match self.rules.decide(&s, from.as_ref(), &to) {
+            Decision::Accept { action } => {
+                let relay = self
+                    .view
+                    .actions
+                    .iter()
+                    .any(|a| a.name == action && matches!(a.method, Method::Relay(_)));
+                Verdict::Accept { action, relay }
+            }
+            Decision::Reject {
+                code,
+                enhanced,
+                text,
+            } => Verdict::Reject {
+                code,
+                enhanced,
+                text,
+            },
+        }
+    }
+
+    /// Check a password against the listener's auth table.
+    pub fn auth(&self, listener: u32, user: &str, password: &[u8]) -> bool {
+        let Some(Some(tref)) = self.view.listener_auth.get(listener as usize) else {
+            log::warn!("warn: lka: auth on a listener without a credentials table: system users are not supported yet");
+            return false;
+        };
+        match self.tables.resolve(tref) {
+            Ok(t) => auth::authenticate(&t, user, password) == auth::AuthResult::Ok,
+            Err(e) => {
+                log::warn!("warn: lka: auth table: {e}");
+                false
+            }
+        }
+    }
+}
 
 /// Entry point after the prologue.
 pub fn run(setup: Setup) -> Result<(), String> {
-    idle_loop(setup)
+    let View::Lka(view) = setup.view.get() else {
+        return Err("not an lka view".into());
+    };
+    let lka = Lka::new(view)?;
+    let mut lp = Loop::new().map_err(|e| e.to_string())?;
+    let mut links = setup.links;
+    links.watch(&lp).map_err(|e| e.to_string())?;
+    loop {
+        for r in lp.wait(None).map_err(|e| e.to_string())? {
+            if links.handle(&lp, &r)? == LinkEvent::Shutdown {
+                return Ok(());
+            }
+            for f in links.take_frames() {
+                if f.peer != Role::Dispatcher {
+                    return Err(f.refuse(Role::Lka));
+                }
+                let reply = match f.decode::<LkaDispatcher>()? {
+                    LkaDispatcher::Rcpt {
+                        req,
+                        session,
+                        mail_from,
+                        rcpt,
+                    } => LkaDispatcher::RcptVerdict {
+                        req,
+                        verdict: lka.rcpt(&session, &mail_from, &rcpt),
+                    },
+                    LkaDispatcher::Auth {
+                        req,
+                        listener,
+                        user,
+                        password,
+                    } => LkaDispatcher::AuthResult {
+                        req,
+                        ok: lka.auth(listener, &user, &password),
+                    },
+                    other => return Err(msg::unexpected(Role::Dispatcher, &other)),
+                };
+                links.send(&lp, Role::Dispatcher, &reply, Vec::new())?;
+            }
+        }
+    }
 }

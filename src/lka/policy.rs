@@ -1217,6 +1217,9 @@ mod tests {
             procs: vec![],
             wrappers: vec![],
             sub_addr_delim: '+',
+            table_files: vec![],
+            local_addrs: vec![],
+            listener_auth: vec![],
         };
         let e = Ruleset::from_view(&view, &[]).unwrap_err();
         assert!(

@@ -8,6 +8,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// The IPv4 and IPv6 addresses of interface `name`, in the order the
 /// system lists them. Empty if the interface has none or does not exist.
 pub fn addresses_of(name: &str) -> io::Result<Vec<IpAddr>> {
+    addresses(Some(name))
+}
+
+/// Every address of every interface.
+pub fn all() -> io::Result<Vec<IpAddr>> {
+    addresses(None)
+}
+
+fn addresses(name: Option<&str>) -> io::Result<Vec<IpAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: head is a valid out-pointer; freed with freeifaddrs below.
     cvt(unsafe { libc::getifaddrs(&mut head) })?;
@@ -19,7 +28,8 @@ pub fn addresses_of(name: &str) -> io::Result<Vec<IpAddr>> {
         // when non-null, points at a sockaddr whose family tells its type.
         unsafe {
             let ifa = &*cur;
-            let matches = CStr::from_ptr(ifa.ifa_name).to_bytes() == name.as_bytes();
+            let matches =
+                name.is_none_or(|n| CStr::from_ptr(ifa.ifa_name).to_bytes() == n.as_bytes());
             if matches && !ifa.ifa_addr.is_null() {
                 match i32::from((*ifa.ifa_addr).sa_family) {
                     libc::AF_INET => {
