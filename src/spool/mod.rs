@@ -2,3 +2,12 @@
 //! durable commit that stands behind every 250.
 
 #![forbid(unsafe_code)]
+
+mod crc32;
+pub mod envelope;
+pub mod id;
+pub mod store;
+
+pub use envelope::{DsnRet, Envelope, Flags, FormatError, Kind, Notify};
+pub use id::{BadId, EvpId, MsgId};
+pub use store::{is_storage_full, Corrupt, Flush, Recovered, Spool};

@@ -3,6 +3,7 @@
 //! above this module deals in safe types (`OwnedFd`, `CString`, `Result`).
 
 pub mod fdpass;
+pub mod fsync;
 pub mod ifaddrs;
 pub mod pledge;
 pub mod privdrop;
