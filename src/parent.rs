@@ -135,16 +135,16 @@ pub fn run(opts: Opts) -> i32 {
 
 /// The directories the roles chroot into must exist and be safe: owned by
 /// root and writable by nobody else, or a chroot there protects nothing.
-/// The users must exist.
+/// The users must exist. The spool is created where missing, and checked
+/// (owners and modes) where present, as OpenSMTPD does.
 fn check_system() -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
-    for dir in [proc::EMPTY_DIR, proc::SPOOL_DIR] {
-        let md = std::fs::metadata(dir).map_err(|e| format!("{dir}: {e}"))?;
-        if !md.is_dir() || md.uid() != 0 || md.mode() & 0o022 != 0 {
-            return Err(format!(
-                "{dir}: must be a directory owned by root and not group or world writable"
-            ));
-        }
+    let md = std::fs::metadata(proc::EMPTY_DIR).map_err(|e| format!("{}: {e}", proc::EMPTY_DIR))?;
+    if !md.is_dir() || md.uid() != 0 || md.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{}: must be a directory owned by root and not group or world writable",
+            proc::EMPTY_DIR
+        ));
     }
     if std::fs::read_dir(proc::EMPTY_DIR)
         .map_err(|e| e.to_string())?
@@ -157,7 +157,9 @@ fn check_system() -> Result<(), String> {
         sys::privdrop::lookup(user)
             .map_err(|e| format!("user {user}: {e} (see `make install`)"))?;
     }
-    Ok(())
+    let q = sys::privdrop::lookup(proc::USER_SMTPQ).map_err(|e| e.to_string())?;
+    crate::spool::store::prepare(std::path::Path::new(proc::SPOOL_DIR), q.uid, q.gid, q.gid)
+        .map_err(|e| format!("{}: {e}", proc::SPOOL_DIR))
 }
 
 /// Bind every `listen on`. Errors name the address.

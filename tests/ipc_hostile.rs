@@ -35,6 +35,18 @@ fn start(role: Role) -> Started {
         "these tests start real roles and must run as root"
     );
     let spec = role.spec().unwrap();
+    if role == Role::Queue {
+        // The parent prepares the spool before it starts the queue role;
+        // here the test is the parent (idempotent, as the parent's is).
+        let q = smtpd::sys::privdrop::lookup(smtpd::proc::USER_SMTPQ).unwrap();
+        smtpd::spool::store::prepare(
+            std::path::Path::new(smtpd::proc::SPOOL_DIR),
+            q.uid,
+            q.gid,
+            q.gid,
+        )
+        .unwrap();
+    }
     let exe = CString::new(env!("CARGO_BIN_EXE_smtpd")).unwrap();
     let (ours, theirs) = seqpacket_pair().unwrap();
     let log_path =

@@ -210,16 +210,20 @@ pub enum LkaDispatcher {
 pub struct NewEnvelope {
     pub sender: String,
     pub rcpt: String,
-    pub orig_rcpt: Option<String>,
     pub action: String,
+    /// The action relays (else it delivers locally).
+    pub relay: bool,
     pub helo: String,
     pub client: String,
     pub hostname: String,
     pub tag: Option<String>,
     pub authenticated: bool,
-    pub notify: Option<String>,
-    pub ret: Option<String>,
+    /// RFC 3461 NOTIFY as bits: SUCCESS 1, FAILURE 2, DELAY 4, NEVER 8.
+    pub notify: u8,
+    /// RFC 3461 RET: Some(true) FULL, Some(false) HDRS.
+    pub ret_full: Option<bool>,
     pub envid: Option<String>,
+    pub orcpt: Option<String>,
 }
 
 /// dispatcher <-> queue: message files and their commit.

@@ -44,7 +44,7 @@
 //!   readlink/readlinkat, getdents/getdents64, chdir/fchdir, getcwd,
 //!   statfs/fstatfs.
 //! - wpath: open/openat with O_WRONLY (O_RDWR when rpath is held too) and
-//!   O_TRUNC, truncate, fsync/fdatasync/ftruncate, and the stat, access,
+//!   O_TRUNC, truncate, fsync/fdatasync/ftruncate, syncfs, and the stat, access,
 //!   readlink and getcwd calls (OpenBSD classes them rpath|wpath).
 //! - cpath: O_CREAT and O_TMPFILE on open/openat (with an access mode the
 //!   other promises allow), mkdir(at), rename(at/at2), unlink(at), rmdir,
@@ -619,6 +619,9 @@ mod table {
         SYS_truncate,
         SYS_fsync,
         SYS_fdatasync,
+        // The queue's group commit: one flush of the spool's file system
+        // for a whole batch of messages (OpenBSD has no syncfs).
+        SYS_syncfs,
         SYS_ftruncate,
         SYS_newfstatat,
         SYS_statx,
