@@ -67,13 +67,13 @@ def instances(request, workroot, smtpd_bin, _smtpd_logs):
     started = []
     counter = [0]
 
-    def start(config=None, name=None, wait_ready=True):
+    def start(config=None, name=None, wait_ready=True, **kw):
         if config is None:
             config = h.config("listen on 127.0.0.1")
         counter[0] += 1
         label = name or f"{request.node.name}-{counter[0]}"
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
-        inst = h.Instance(os.path.join(workroot, safe), config, name=label)
+        inst = h.Instance(os.path.join(workroot, safe), config, name=label, **kw)
         started.append(inst)
         request.node._smtpd_instances.append(inst)
         inst.start(wait_ready=wait_ready)

@@ -328,12 +328,16 @@ class StartError(Exception):
 _live = set()
 _live_lock = threading.Lock()
 
+# $1: the spool directory to bind; $2: "-", or a size for a tmpfs spool of
+# that size instead (the disk-full tests), seen from outside through
+# /proc/PARENT/root/var/spool/smtpd.
 _NS_SCRIPT = (
     'set -e\n'
     'mount -t tmpfs -o mode=0755 tmpfs /var/run\n'
     'mount --bind "$1" /var/spool/smtpd\n'
+    'if [ "$2" != - ]; then mount -t tmpfs -o "size=$2,mode=0711" tmpfs /var/spool/smtpd; fi\n'
     'ip link set lo up\n'
-    'shift\n'
+    'shift 2\n'
     'exec "$@"\n'
 )
 
@@ -344,13 +348,15 @@ class Instance:
     Always call stop() (fixtures do it in a finalizer): it kills every
     process the instance ever had, whatever state the test left it in."""
 
-    def __init__(self, workdir, config, name="smtpd", verbose=True, args=()):
+    def __init__(self, workdir, config, name="smtpd", verbose=True, args=(), spool=None, spool_size=None):
         self.workdir = Path(workdir)
         self.name = name
         self.workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o755)
-        self.spool = self.workdir / "spool"
-        self.spool.mkdir(mode=0o711)
+        # A spool of an earlier instance (restart tests), or a fresh one.
+        self.spool = Path(spool) if spool else self.workdir / "spool"
+        self.spool_size = spool_size
+        self.spool.mkdir(mode=0o711, exist_ok=spool is not None)
         os.chmod(self.spool, 0o711)
         os.chown(self.spool, 0, 0)
         self.conf = self.workdir / "smtpd.conf"
@@ -378,7 +384,7 @@ class Instance:
         argv = [
             "unshare", "--mount", "--net", "--propagation", "private", "--fork",
             "--", "/bin/sh", "-c", _NS_SCRIPT, "sh", str(self.spool),
-            str(self.bin), "-d",
+            self.spool_size or "-", str(self.bin), "-d",
         ]
         if self.verbose:
             argv.append("-v")

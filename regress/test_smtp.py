@@ -58,26 +58,51 @@ def test_quit_is_case_insensitive(daemon):
         c.close()
 
 
-@pytest.mark.parametrize("command", [
-    "HELO regress.test",
-    "EHLO regress.test",
-    "NOOP",
-    "MAIL FROM:<a@regress.test>",
-    "QUITX",
-    "",
+@pytest.mark.parametrize("command, reply", [
+    ("HELO regress.test", r"250 "),
+    ("EHLO regress.test", r"250[ -]"),
+    ("NOOP", r"250 2\.0\.0 "),
+    ("MAIL FROM:<a@regress.test>", r"503 5\.5\.1 "),
+    ("QUITX", r"500 5\.5\.1 "),
+    ("", r"500 5\.5\.1 "),
+    ("VRFY root", r"252 2\.\d\.\d "),
+    ("EXPN staff", r"502 5\.\d\.\d "),
+    ("HELP", r"214[ -]"),
 ])
-def test_other_commands_get_421_and_close(daemon, command):
+def test_commands_get_their_reply_and_the_session_goes_on(daemon, command, reply):
     c, offset = _session(daemon)
     try:
         assert c.line().startswith("220 ")
         c.send(command)
-        reply = c.line()
-        assert reply is not None and re.match(r"421 [245]\.\d+\.\d+ ", reply), repr(reply)
+        line = c.line()
+        assert line is not None and re.match(reply, line), repr(line)
+        while line.startswith(("250-", "214-")):
+            line = c.line()
+        c.send("QUIT")
+        assert c.line().startswith("221 ")
+        assert c.at_eof()
+    finally:
+        c.close()
+    sid = daemon.wait_log(CONNECTED, since=offset).group(1)
+    daemon.wait_log(rf"{sid} smtp disconnected reason=quit(?!\w)", since=offset)
+
+
+def test_too_many_errors_get_421_and_close(daemon):
+    c, offset = _session(daemon)
+    try:
+        assert c.line().startswith("220 ")
+        line = ""
+        for _ in range(20):
+            c.send("BOGUS")
+            line = c.line()
+            if line is None or line.startswith("421"):
+                break
+        assert line and re.match(r"421 4\.\d\.\d ", line), repr(line)
         assert c.at_eof(), "the server did not close after 421"
     finally:
         c.close()
     sid = daemon.wait_log(CONNECTED, since=offset).group(1)
-    daemon.wait_log(rf"{sid} smtp disconnected reason=\S+", since=offset)
+    daemon.wait_log(rf"{sid} smtp disconnected reason=closed-by-server", since=offset)
 
 
 def test_client_disconnect_is_logged(daemon):

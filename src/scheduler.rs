@@ -1,10 +1,52 @@
-//! The scheduler role: decides when each envelope is tried again. Pledged to "stdio" alone, chrooted in /var/empty.
+//! The scheduler role: decides when each envelope is tried again. Pledged
+//! to "stdio" alone, chrooted in /var/empty. Today it learns of every
+//! committed (or recovered) envelope from the queue and keeps the set;
+//! retries, expiry and bounces come with the delivery issue.
 
 #![forbid(unsafe_code)]
 
-use crate::prologue::{idle_loop, Setup};
+use crate::event::Loop;
+use crate::ipc::msg::{self, QueueScheduler};
+use crate::proc::Role;
+use crate::prologue::{LinkEvent, Setup};
+use std::collections::HashSet;
+
+/// Most envelopes the scheduler tracks; beyond this the queue is far
+/// past any sane size, and refusing is better than exhausting memory.
+const MAX_ENVELOPES: usize = 50_000_000;
 
 /// Entry point after the prologue.
 pub fn run(setup: Setup) -> Result<(), String> {
-    idle_loop(setup)
+    let mut lp = Loop::new().map_err(|e| e.to_string())?;
+    let mut links = setup.links;
+    links.watch(&lp).map_err(|e| e.to_string())?;
+    let mut envelopes: HashSet<u64> = HashSet::new();
+    loop {
+        for r in lp.wait(None).map_err(|e| e.to_string())? {
+            if links.handle(&lp, &r)? == LinkEvent::Shutdown {
+                return Ok(());
+            }
+            for f in links.take_frames() {
+                if f.peer != Role::Queue {
+                    return Err(f.refuse(Role::Scheduler));
+                }
+                match f.decode::<QueueScheduler>()? {
+                    QueueScheduler::Envelopes { ids } => {
+                        if envelopes.len() + ids.len() > MAX_ENVELOPES {
+                            return Err(format!(
+                                "queue channel: more than {MAX_ENVELOPES} envelopes"
+                            ));
+                        }
+                        envelopes.extend(ids.iter().copied());
+                        log::debug!(
+                            "debug: scheduler: {} new envelopes, {} in all",
+                            ids.len(),
+                            envelopes.len()
+                        );
+                    }
+                    other => return Err(msg::unexpected(Role::Queue, &other)),
+                }
+            }
+        }
+    }
 }

@@ -1,42 +1,57 @@
 //! The dispatcher role: SMTP sessions on the listeners the parent bound
 //! (and, with later issues, the SMTP client and MDA I/O). Chrooted in
-//! /var/empty as _smtpd with "stdio inet".
+//! /var/empty as _smtpd, pledged "stdio inet recvfd".
+//!
+//! Each connection is a `conn::Session` around the protocol engine. What a
+//! session must ask another role (a recipient's verdict from lka, a message
+//! file or a commit from queue, an AUTH check) goes out as a request with
+//! an id; the answer comes back on that channel and is routed by the id.
+//! TLS handshakes are signed by ca (`tls`).
 
 #![forbid(unsafe_code)]
 
-pub mod session;
+pub mod conn;
 pub mod tls;
 
-use crate::config::view::{DispatcherView, View};
+use crate::config::ast::{AuthMode, TlsMode};
+use crate::config::view::{DispatcherView, ListenerView, View};
 use crate::event::{Loop, Ready};
-use crate::ipc::msg::DispatcherCa;
-use crate::log::escape;
+use crate::ipc::msg::{self, DispatcherCa, LkaDispatcher, QueueDispatcher};
 use crate::proc::Role;
-use crate::prologue::{LinkEvent, Setup, FIRST_OWN_TOKEN};
-use mio::net::{TcpListener, TcpStream};
+use crate::prologue::{Frame, LinkEvent, Links, Setup, FIRST_OWN_TOKEN};
+use crate::smtp::server::{AuthPolicy, Config};
+use conn::{Incoming, Outgoing, Session};
+use mio::net::TcpListener;
 use mio::Token;
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Most concurrent SMTP sessions; more are told 421 and closed (A5).
 const MAX_SESSIONS: usize = 1024;
-/// A session idle this long is closed (OpenSMTPD's 300 s).
-const SESSION_TIMEOUT: Duration = Duration::from_secs(300);
+/// Most concurrent sessions from one client address (A5).
+const MAX_PER_ADDRESS: u32 = 64;
 
-struct Session {
-    id: u64,
-    /// The name this session's listener answers with.
-    hostname: &'static str,
-    stream: TcpStream,
-    inbuf: Vec<u8>,
-    outbuf: Vec<u8>,
-    closing: bool,
-    /// Why the session ends, for the disconnect log line.
-    reason: &'static str,
-    deadline: Instant,
+type TlsConfigs = Vec<Option<Arc<rustls::ServerConfig>>>;
+
+struct Dispatcher {
+    view: &'static DispatcherView,
+    lp: Loop,
+    links: Links,
+    listeners: Vec<TcpListener>,
+    sessions: HashMap<Token, Session>,
+    per_address: HashMap<IpAddr, u32>,
+    /// Which session waits on each outstanding request.
+    requests: HashMap<u64, Token>,
+    next_req: u64,
+    next_token: usize,
+    next_id: u64,
+    tls: Option<TlsConfigs>,
+    ca: Arc<tls::CaClient>,
 }
 
 /// Entry point after the prologue.
@@ -51,13 +66,12 @@ pub fn run(setup: Setup) -> Result<(), String> {
             view.listeners.len()
         ));
     }
-    let mut lp = Loop::new().map_err(|e| e.to_string())?;
-    let mut links = setup.links;
+    let lp = Loop::new().map_err(|e| e.to_string())?;
+    let links = setup.links;
+    links.watch(&lp).map_err(|e| e.to_string())?;
     // TLS: certificates are in our view, keys in ca; ca says which keys it
     // holds right after its Hello, and signs for us over this channel.
     let ca = Arc::new(tls::CaClient::new(links.dup_channel(Role::Ca)?).map_err(|e| e.to_string())?);
-    let mut tls: Option<Vec<Option<Arc<rustls::ServerConfig>>>> = None;
-    links.watch(&lp).map_err(|e| e.to_string())?;
     let mut listeners = Vec::new();
     for (i, fd) in setup.listeners.into_iter().enumerate() {
         let std_listener = std::net::TcpListener::from(fd);
@@ -69,58 +83,298 @@ pub fn run(setup: Setup) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         listeners.push(l);
     }
-    let first_session = FIRST_OWN_TOKEN + listeners.len();
-    let mut sessions: HashMap<Token, Session> = HashMap::new();
-    let mut next_token = first_session;
-    let mut next_id = session_id_seed();
+    let next_token = FIRST_OWN_TOKEN + listeners.len();
+    let mut d = Dispatcher {
+        view,
+        lp,
+        links,
+        listeners,
+        sessions: HashMap::new(),
+        per_address: HashMap::new(),
+        requests: HashMap::new(),
+        next_req: 0,
+        next_token,
+        next_id: session_id_seed(),
+        tls: None,
+        ca,
+    };
+    d.run()
+}
 
-    loop {
-        let deadline = sessions.values().map(|s| s.deadline).min();
-        for r in lp.wait(deadline).map_err(|e| e.to_string())? {
-            if links.owns(r.token) {
-                if links.handle(&lp, &r)? == LinkEvent::Shutdown {
-                    return Ok(());
-                }
-                for f in links.take_frames() {
-                    match f.peer {
-                        Role::Ca => match f.decode::<DispatcherCa>()? {
-                            DispatcherCa::Keys { keys } if tls.is_none() => {
-                                tls = Some(tls_configs(view, &keys, &ca)?);
-                            }
-                            other => return Err(crate::ipc::msg::unexpected(Role::Ca, &other)),
-                        },
-                        _ => return Err(f.refuse(links.me)),
+impl Dispatcher {
+    fn run(&mut self) -> Result<(), String> {
+        let first_session = FIRST_OWN_TOKEN + self.listeners.len();
+        loop {
+            let deadline = self
+                .sessions
+                .values()
+                .map(|s| {
+                    s.delayed
+                        .as_ref()
+                        .map_or(s.deadline, |(t, _)| (*t).min(s.deadline))
+                })
+                .min();
+            for r in self.lp.wait(deadline).map_err(|e| e.to_string())? {
+                if self.links.owns(r.token) {
+                    if self.links.handle(&self.lp, &r)? == LinkEvent::Shutdown {
+                        return Ok(());
                     }
+                    for f in self.links.take_frames() {
+                        self.frame(f)?;
+                    }
+                } else if r.token.0 < first_session {
+                    self.accept(r.token.0 - FIRST_OWN_TOKEN)?;
+                } else {
+                    self.session_ready(&r)?;
                 }
-            } else if r.token.0 < first_session {
-                let i = r.token.0 - FIRST_OWN_TOKEN;
-                // Each listener answers with its own `hostname`.
-                let hostname = view.listeners[i].hostname.as_str();
-                accept_all(
-                    &listeners[i],
-                    &lp,
-                    &mut sessions,
-                    &mut next_token,
-                    &mut next_id,
-                    hostname,
-                );
-            } else {
-                session_event(&lp, &mut sessions, &r);
             }
-        }
-        let now = Instant::now();
-        let expired: Vec<Token> = sessions
-            .iter()
-            .filter(|(_, s)| s.deadline <= now)
-            .map(|(t, _)| *t)
-            .collect();
-        for t in expired {
-            if let Some(s) = sessions.remove(&t) {
-                log::info!("{:016x} smtp disconnected reason=timeout", s.id);
-                let _ = lp.unwatch(s.stream.as_raw_fd());
-            }
+            self.timers()?;
         }
     }
+
+    /// A frame from another role: an answer for a session, or ca's keys.
+    fn frame(&mut self, f: Frame) -> Result<(), String> {
+        let (req, incoming) = match f.peer {
+            Role::Ca => {
+                return match f.decode::<DispatcherCa>()? {
+                    DispatcherCa::Keys { keys } if self.tls.is_none() => {
+                        self.tls = Some(tls_configs(self.view, &keys, &self.ca)?);
+                        Ok(())
+                    }
+                    other => Err(msg::unexpected(Role::Ca, &other)),
+                };
+            }
+            Role::Lka => match f.decode::<LkaDispatcher>()? {
+                LkaDispatcher::RcptVerdict { req, verdict } => (req, Incoming::Verdict(verdict)),
+                LkaDispatcher::AuthResult { req, ok } => (req, Incoming::Auth(ok)),
+                other => return Err(msg::unexpected(Role::Lka, &other)),
+            },
+            Role::Queue => {
+                let mut fds = f.fds.into_iter();
+                let m: QueueDispatcher = crate::ipc::frame::parse(&f.packet, fds.len())
+                    .map_err(|e| format!("queue channel: {e}"))?;
+                match m {
+                    QueueDispatcher::Created { req, msgid } => {
+                        let fd = fds
+                            .next()
+                            .ok_or("queue channel: Created without a descriptor")?;
+                        (req, Incoming::Created(msgid, File::from(fd)))
+                    }
+                    QueueDispatcher::CreateFailed { req, text, .. } => {
+                        (req, Incoming::CreateFailed(text))
+                    }
+                    QueueDispatcher::Committed { req, msgid } => (req, Incoming::Committed(msgid)),
+                    QueueDispatcher::CommitFailed { req, text, .. } => {
+                        (req, Incoming::CommitFailed(text))
+                    }
+                    other => return Err(msg::unexpected(Role::Queue, &other)),
+                }
+            }
+            _ => return Err(f.refuse(Role::Dispatcher)),
+        };
+        let Some(token) = self.requests.remove(&req) else {
+            // The session is gone. A message file made for it is dropped.
+            if let Incoming::Created(msgid, _) = incoming {
+                self.send(Outgoing::Queue(QueueDispatcher::Abort { msgid }))?;
+            }
+            return Ok(());
+        };
+        let Some(s) = self.sessions.get_mut(&token) else {
+            return Ok(());
+        };
+        let out = s.answer(incoming, &mut self.next_req);
+        self.after(token, out)
+    }
+
+    fn accept(&mut self, index: usize) -> Result<(), String> {
+        loop {
+            let (mut stream, addr) = match self.listeners[index].accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: this client is refused, not us.
+                    log::warn!("warn: smtp accept: {e}");
+                    return Ok(());
+                }
+            };
+            let ip = addr.ip().to_canonical();
+            let count = self.per_address.get(&ip).copied().unwrap_or(0);
+            if self.sessions.len() >= MAX_SESSIONS || count >= MAX_PER_ADDRESS {
+                log::warn!("warn: smtp refused address={ip} reason=too-many-sessions");
+                let _ = stream.write_all(b"421 4.7.0 Too many connections, try again later\r\n");
+                continue;
+            }
+            let lv = &self.view.listeners[index];
+            let tls_cfg = self
+                .tls
+                .as_ref()
+                .and_then(|t| t.get(index).cloned().flatten());
+            let smtps = matches!(lv.opts.tls, Some(TlsMode::Smtps { .. }));
+            if smtps && tls_cfg.is_none() {
+                log::warn!("warn: smtp refused address={ip} reason=tls-not-ready");
+                continue;
+            }
+            self.next_id = self.next_id.wrapping_add(1);
+            let id = self.next_id;
+            let token = Token(self.next_token);
+            self.next_token += 1;
+            let cfg = session_config(self.view, lv, ip, tls_cfg.is_some(), smtps);
+            let accepted = conn::Accepted {
+                id,
+                stream,
+                listener: index as u32,
+                peer: ip,
+            };
+            let mut s = match Session::new(accepted, lv, cfg, tls_cfg, smtps) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("warn: smtp session: {e}");
+                    continue;
+                }
+            };
+            log::info!("{id:016x} smtp connected address={ip} host={ip}");
+            if self.lp.watch(s.stream.as_raw_fd(), token, true).is_err() {
+                continue;
+            }
+            *self.per_address.entry(ip).or_insert(0) += 1;
+            let out = s.start(&mut self.next_req);
+            self.sessions.insert(token, s);
+            self.after(token, out)?;
+        }
+    }
+
+    fn session_ready(&mut self, r: &Ready) -> Result<(), String> {
+        let Some(s) = self.sessions.get_mut(&r.token) else {
+            return Ok(());
+        };
+        let mut out = Vec::new();
+        let mut failed = None;
+        if r.readable {
+            match s.readable(&mut self.next_req) {
+                Ok(o) => out = o,
+                Err(e) => failed = Some(e),
+            }
+        }
+        if failed.is_none() && (r.writable || s.wants_write()) {
+            if let Err(e) = s.writable() {
+                failed = Some(e);
+            }
+        }
+        if let Some(e) = failed {
+            s.log_end(&format!(
+                "io-error error=\"{}\"",
+                crate::log::escape(e.to_string().as_bytes())
+            ));
+            s.closing = true;
+            s.drop_output();
+        }
+        self.after(r.token, out)
+    }
+
+    /// Send what a session asked of other roles, then flush it, watch it
+    /// for what it needs, or end it.
+    fn after(&mut self, token: Token, out: Vec<Outgoing>) -> Result<(), String> {
+        for o in out {
+            if let Some(req) = o.request() {
+                self.requests.insert(req, token);
+            }
+            self.send(o)?;
+        }
+        let Some(s) = self.sessions.get_mut(&token) else {
+            return Ok(());
+        };
+        let done = s.writable().unwrap_or(true);
+        if done {
+            return self.end(token);
+        }
+        // More input may already be buffered in the socket (the engine was
+        // waiting): read it now, since the edge will not come again.
+        if s.can_read_more() {
+            let more = s.readable(&mut self.next_req).unwrap_or_default();
+            if !more.is_empty() || s.wants_write() {
+                return self.after(token, more);
+            }
+        }
+        let _ = self
+            .lp
+            .rewatch(s.stream.as_raw_fd(), token, s.wants_write());
+        Ok(())
+    }
+
+    fn end(&mut self, token: Token) -> Result<(), String> {
+        let Some(mut s) = self.sessions.remove(&token) else {
+            return Ok(());
+        };
+        let _ = self.lp.unwatch(s.stream.as_raw_fd());
+        if let Some(n) = self.per_address.get_mut(&s.peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(&s.peer);
+            }
+        }
+        for o in s.finish() {
+            self.send(o)?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, o: Outgoing) -> Result<(), String> {
+        match o {
+            Outgoing::Lka(m) => self.links.send(&self.lp, Role::Lka, &m, Vec::new()),
+            Outgoing::Queue(m) => self.links.send(&self.lp, Role::Queue, &m, Vec::new()),
+        }
+    }
+
+    /// Timeouts and held-back answers.
+    fn timers(&mut self) -> Result<(), String> {
+        let now = Instant::now();
+        let due: Vec<Token> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.deadline <= now || s.delayed.as_ref().is_some_and(|(t, _)| *t <= now)
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for token in due {
+            let Some(s) = self.sessions.get_mut(&token) else {
+                continue;
+            };
+            let out = if s.delayed.as_ref().is_some_and(|(t, _)| *t <= now) {
+                s.release_delayed(&mut self.next_req)
+            } else {
+                s.timed_out(&mut self.next_req)
+            };
+            self.after(token, out)?;
+        }
+        Ok(())
+    }
+}
+
+/// The engine's settings for a session on listener `lv`.
+fn session_config(
+    view: &DispatcherView,
+    lv: &ListenerView,
+    peer: IpAddr,
+    tls_ready: bool,
+    smtps: bool,
+) -> Config {
+    let mut c = Config::new(&lv.hostname);
+    c.peer = Some(peer);
+    c.max_rcpt = view.max_rcpt as usize;
+    c.max_mails = view.max_mails as usize;
+    c.max_message_size = view.max_message_size;
+    c.tls_available = tls_ready && !smtps;
+    c.tls_required = matches!(lv.opts.tls, Some(TlsMode::Require { .. }));
+    c.tls_active = smtps;
+    c.auth = match &lv.opts.auth {
+        Some((AuthMode::Required, _)) => AuthPolicy::Required,
+        Some((AuthMode::Optional, _)) => AuthPolicy::Optional,
+        None => AuthPolicy::None,
+    };
+    c.dsn = !lv.opts.no_dsn;
+    c
 }
 
 /// The rustls config of each listener that offers TLS.
@@ -128,7 +382,7 @@ fn tls_configs(
     view: &DispatcherView,
     keys: &[crate::ipc::msg::KeyInfo],
     ca: &Arc<tls::CaClient>,
-) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, String> {
+) -> Result<TlsConfigs, String> {
     let certs = tls::cert_pems(&view.certs);
     view.listeners
         .iter()
@@ -149,137 +403,4 @@ fn session_id_seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0);
     h.finish()
-}
-
-fn accept_all(
-    l: &TcpListener,
-    lp: &Loop,
-    sessions: &mut HashMap<Token, Session>,
-    next_token: &mut usize,
-    next_id: &mut u64,
-    hostname: &'static str,
-) {
-    loop {
-        let (mut stream, addr) = match l.accept() {
-            Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                // EMFILE and friends: a tempfail for that client, not a crash.
-                log::warn!("warn: smtp accept: {e}");
-                return;
-            }
-        };
-        if sessions.len() >= MAX_SESSIONS {
-            log::warn!(
-                "warn: smtp refused address={} reason=too-many-sessions limit={MAX_SESSIONS}",
-                addr.ip()
-            );
-            let _ = stream.write_all(b"421 4.7.0 Too many connections, try again later\r\n");
-            continue;
-        }
-        *next_id = next_id.wrapping_add(1);
-        let id = *next_id;
-        log::info!(
-            "{id:016x} smtp connected address={} host={}",
-            addr.ip(),
-            addr.ip()
-        );
-        let token = Token(*next_token);
-        *next_token += 1;
-        if lp.watch(stream.as_raw_fd(), token, true).is_err() {
-            continue;
-        }
-        let s = Session {
-            id,
-            hostname,
-            stream,
-            inbuf: Vec::new(),
-            outbuf: session::banner(hostname).into_bytes(),
-            closing: false,
-            reason: "quit",
-            deadline: Instant::now() + SESSION_TIMEOUT,
-        };
-        sessions.insert(token, s);
-    }
-}
-
-fn session_event(lp: &Loop, sessions: &mut HashMap<Token, Session>, r: &Ready) {
-    let Some(s) = sessions.get_mut(&r.token) else {
-        return;
-    };
-    let done = match drive(s, r) {
-        Ok(done) => done,
-        Err(e) => {
-            log::info!(
-                "{:016x} smtp disconnected reason=io-error error=\"{}\"",
-                s.id,
-                escape(e.to_string().as_bytes())
-            );
-            true
-        }
-    };
-    if done {
-        if let Some(s) = sessions.remove(&r.token) {
-            let _ = lp.unwatch(s.stream.as_raw_fd());
-        }
-    } else {
-        let _ = lp.rewatch(s.stream.as_raw_fd(), r.token, !s.outbuf.is_empty());
-    }
-}
-
-/// Move bytes for one session; true when it is finished.
-fn drive(s: &mut Session, r: &Ready) -> io::Result<bool> {
-    if r.readable && !s.closing {
-        let mut buf = [0u8; 4096];
-        loop {
-            match s.stream.read(&mut buf) {
-                Ok(0) => {
-                    log::info!("{:016x} smtp disconnected reason=disconnect", s.id);
-                    return Ok(true);
-                }
-                Ok(n) => s.inbuf.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            if s.inbuf.len() > session::MAX_LINE {
-                break;
-            }
-        }
-        s.deadline = Instant::now() + SESSION_TIMEOUT;
-        // Answer every complete line that arrived, not just the first:
-        // a client may send several in one segment.
-        while !s.closing {
-            match session::take_line(&mut s.inbuf) {
-                Ok(Some(line)) => {
-                    let reply = session::on_line(s.hostname, &line);
-                    s.outbuf.extend_from_slice(reply.text.as_bytes());
-                    s.closing = reply.close;
-                    s.reason = reply.reason;
-                }
-                Ok(None) => break,
-                Err(session::LineTooLong) => {
-                    s.outbuf.extend_from_slice(b"500 5.5.1 Line too long\r\n");
-                    s.closing = true;
-                    s.reason = "line-too-long";
-                }
-            }
-        }
-    }
-    while !s.outbuf.is_empty() {
-        match s.stream.write(&s.outbuf) {
-            Ok(n) => {
-                s.outbuf.drain(..n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    if s.closing {
-        log::info!("{:016x} smtp disconnected reason={}", s.id, s.reason);
-        return Ok(true);
-    }
-    Ok(false)
 }
