@@ -61,6 +61,7 @@ def smtp(inst, port=25, host="127.0.0.1", source=None):
     with inst.netns():
         s = smtplib.SMTP(timeout=20, source_address=(source, 0) if source else None)
         s.connect(host, port)
+    s._host = host  # smtplib names the TLS server after it (STARTTLS)
     return s
 
 

@@ -161,7 +161,32 @@ pub fn read_material(cfg: &Config) -> Result<Material, String> {
             key_pem: read(&p.key, "key")?,
         });
     }
+    for t in &cfg.tables {
+        if let super::ast::TableSource::Backend { backend, path } = &t.source {
+            if backend == "file" {
+                m.table_files
+                    .push((t.name.clone(), read_table_file(&t.name, path)?));
+            }
+        }
+    }
+    m.local_addrs = crate::sys::ifaddrs::all().map_err(|e| format!("interface addresses: {e}"))?;
     Ok(m)
+}
+
+/// A `file:` table's bytes, bounded.
+fn read_table_file(name: &str, path: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("table {name}: {path}: {e}"))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_TABLE_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("table {name}: {path}: {e}"))?;
+    if bytes.len() as u64 > MAX_TABLE_FILE {
+        return Err(format!(
+            "table {name}: {path}: larger than {MAX_TABLE_FILE} bytes"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Build the view for `role`.

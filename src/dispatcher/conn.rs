@@ -155,10 +155,16 @@ impl Session {
 
     /// True when the engine could take input we may not have read yet.
     pub fn can_read_more(&self) -> bool {
-        !self.closing
-            && self.engine.wants_input()
-            && self.waiting == Waiting::None
-            && self.delayed.is_none()
+        if self.closing {
+            return false;
+        }
+        // A TLS handshake is read whatever the engine waits for: it feeds
+        // rustls, never the engine.
+        let handshaking = self.tls.as_ref().is_some_and(|t| t.is_handshaking());
+        handshaking
+            || (self.engine.wants_input()
+                && self.waiting == Waiting::None
+                && self.delayed.is_none())
     }
 
     /// Forget what was to be sent (the connection is broken).

@@ -1,0 +1,156 @@
+"""TLS and AUTH with real clients: STARTTLS, SMTPS, tls-require, AUTH
+PLAIN/LOGIN against a credentials table, and the STARTTLS injection
+(CVE-2011-0411 class) refused. The private key is only ever read by the
+parent and held by ca; the handshakes here prove ca signs for the
+dispatcher."""
+
+import os
+import re
+import smtplib
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import smtpd_harness as h
+from test_receive import queued, smtp
+
+HOST = "mx.regress.test"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki")
+    key, crt = d / "mx.key", d / "mx.crt"
+    subprocess.run(["openssl", "req", "-x509", "-nodes", "-days", "2", "-newkey", "rsa:2048",
+                    "-subj", f"/CN={HOST}", "-keyout", str(key), "-out", str(crt)],
+                   check=True, capture_output=True)
+    os.chown(key, 0, 0)
+    os.chmod(key, 0o600)
+    digest = subprocess.run(["openssl", "passwd", "-6", "-salt", "regressalt", "secret"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    creds = d / "creds"
+    creds.write_text(f"alice {digest}\n")
+    return {"key": key, "crt": crt, "creds": creds}
+
+
+def config(pki):
+    return (
+        f'pki {HOST} cert "{pki["crt"]}"\n'
+        f'pki {HOST} key "{pki["key"]}"\n'
+        f'table creds file:{pki["creds"]}\n'
+        f"listen on 127.0.0.1 tls pki {HOST} auth-optional <creds> hostname {HOST}\n"
+        f"listen on 127.0.0.1 port 465 smtps pki {HOST} auth <creds> hostname {HOST}\n"
+        f"listen on 127.0.0.1 port 587 tls-require pki {HOST} auth <creds> hostname {HOST}\n"
+        'action "local" mbox\n'
+        'action "relay" relay\n'
+        'match from local for local action "local"\n'
+        'match from any auth for any action "relay"\n'
+    )
+
+
+def insecure():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def tlsd(pki, workroot):
+    inst = h.Instance(os.path.join(workroot, "tls-auth"), config(pki), name="tls-auth")
+    inst.start()
+    yield inst
+    inst.stop()
+
+
+def test_starttls_then_auth_then_relay(tlsd, pki):
+    s = smtp(tlsd)
+    code, ehlo = s.ehlo("client.regress")
+    assert b"STARTTLS" in ehlo
+    assert b"AUTH" not in ehlo, "AUTH offered before TLS"
+    assert s.starttls(context=insecure())[0] == 220
+    code, ehlo = s.ehlo("client.regress")
+    assert b"STARTTLS" not in ehlo and b"AUTH PLAIN LOGIN" in ehlo, ehlo
+    cert = s.sock.getpeercert(binary_form=True)
+    want = ssl.PEM_cert_to_DER_cert(Path(pki["crt"]).read_text())
+    assert cert == want, "the listener's pki certificate"
+    assert s.login("alice", "secret")[0] == 235
+    assert s.sendmail("alice@localhost", ["someone@remote.example"], "Subject: relayed\r\n\r\nx\r\n") == {}
+    s.quit()
+    msgs = [m for m, _ in queued(tlsd).values() if b"Subject: relayed" in m]
+    assert len(msgs) == 1
+    # OpenSMTPD's form: secure and authenticated (ESMTPSA), TLS after the id.
+    assert re.search(rb"with ESMTPSA id [0-9a-f]{8} \(TLSv1\.[23]:\S+:\d+:NO\)", msgs[0]), msgs[0][:400]
+
+
+def test_smtps_and_auth_login(tlsd):
+    with tlsd.netns():
+        s = smtplib.SMTP_SSL("127.0.0.1", 465, timeout=20, context=insecure())
+    code, ehlo = s.ehlo("client.regress")
+    assert code == 250 and b"STARTTLS" not in ehlo
+    s.user, s.password = "alice", "secret"
+    assert s.auth("LOGIN", s.auth_login)[0] == 235
+    assert s.sendmail("alice@localhost", ["root@localhost"], "Subject: smtps\r\n\r\nx\r\n") == {}
+    s.quit()
+
+
+def test_tls_require_refuses_mail_before_starttls(tlsd):
+    s = smtp(tlsd, port=587)
+    s.ehlo("client.regress")
+    code, text = s.docmd("MAIL FROM:<a@localhost>")
+    assert code == 530, text
+    s.quit()
+
+
+def test_auth_required_before_mail(tlsd):
+    with tlsd.netns():
+        s = smtplib.SMTP_SSL("127.0.0.1", 465, timeout=20, context=insecure())
+    s.ehlo("client.regress")
+    code, text = s.docmd("MAIL FROM:<a@localhost>")
+    assert code == 530, text
+    s.quit()
+
+
+def test_wrong_password_is_refused_after_a_delay(tlsd):
+    s = smtp(tlsd)
+    s.ehlo("c")
+    s.starttls(context=insecure())
+    s.ehlo("c")
+    t0 = time.monotonic()
+    with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+        s.login("alice", "wrong")
+    assert e.value.smtp_code == 535
+    assert time.monotonic() - t0 >= 0.9, "a failed AUTH costs the client a delay"
+    # Unauthenticated: no relaying.
+    code, _ = s.docmd("MAIL FROM:<a@localhost>")
+    assert code == 250
+    code, text = s.docmd("RCPT TO:<someone@remote.example>")
+    assert 500 <= code < 600, text
+    s.quit()
+
+
+def test_starttls_injection_is_discarded(tlsd):
+    """Bytes sent after STARTTLS in the same packet must never be read as
+    commands after the handshake."""
+    sock = tlsd.connect()
+    f = sock.makefile("rb")
+    assert f.readline().startswith(b"220 ")
+    sock.sendall(b"EHLO c\r\n")
+    while not f.readline().startswith(b"250 "):
+        pass
+    sock.sendall(b"STARTTLS\r\nRSET\r\nNOOP injected\r\n")
+    assert f.readline().startswith(b"220 ")
+    tls = insecure().wrap_socket(sock, server_hostname=HOST)
+    tf = tls.makefile("rb")
+    tls.sendall(b"EHLO after\r\n")
+    first = tf.readline()
+    # The first reply after the handshake answers our EHLO, not an
+    # injected RSET or NOOP.
+    assert first.startswith(b"250-") or first.startswith(b"250 "), first
+    assert b"2.0.0" not in first, first
+    tls.sendall(b"QUIT\r\n")
+    tls.close()
