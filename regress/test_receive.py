@@ -332,3 +332,21 @@ def test_disk_full_is_a_tempfail_and_loses_nothing(instances):
     # Still serving.
     assert s.noop()[0] == 250
     s.quit()
+
+
+def test_date_and_message_id_are_added_for_local_senders(instances):
+    inst = instances(conf("listen on 127.0.0.1"))
+    s = smtp(inst)
+    assert s.sendmail("a@localhost", ["root@localhost"], "Subject: bare\r\n\r\nbody\r\n") == {}
+    assert s.sendmail("a@localhost", ["root@localhost"],
+                      "Subject: full\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+                      "Message-ID: <given@client>\r\n\r\nbody\r\n") == {}
+    s.quit()
+    msgs = {re.search(rb"Subject: (\w+)", m).group(1): m for m, _ in queued(inst).values()}
+    bare = msgs[b"bare"]
+    head, _, body = bare.partition(b"\r\n\r\n")
+    assert re.search(rb"\r\nDate: \w{3}, \d+ \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n", head + b"\r\n"), bare
+    assert re.search(rb"\r\nMessage-Id: <[^>]+@[^>]+>", head), bare
+    assert body == b"body\r\n"
+    full = msgs[b"full"]
+    assert full.count(b"Date:") == 1 and full.count(b"Message-I") == 1, full

@@ -97,6 +97,8 @@ pub struct Session {
     /// The size the last commit was asked for (for its log line).
     commit_size: u64,
     write_failed: bool,
+    /// Adds Date/Message-Id for local and authenticated senders.
+    fixer: Option<super::headers::HeaderFixer>,
 }
 
 impl Session {
@@ -145,6 +147,7 @@ impl Session {
             msg: None,
             commit_size: 0,
             write_failed: false,
+            fixer: None,
         })
     }
 
@@ -306,6 +309,9 @@ impl Session {
                 self.write_failed = false;
                 let hdr = self.received(msgid);
                 self.write(hdr.as_bytes());
+                let local = self.peer.is_loopback();
+                self.fixer = (local || self.engine.auth_user().is_some())
+                    .then(super::headers::HeaderFixer::default);
                 Answer::DataReady(Ok(()))
             }
             Incoming::CreateFailed(text) => {
@@ -380,6 +386,26 @@ impl Session {
         match self.msg.take() {
             Some((msgid, _)) => vec![Outgoing::Queue(QueueDispatcher::Abort { msgid })],
             None => Vec::new(),
+        }
+    }
+
+    /// Message data from the engine, through the header fixer if any.
+    fn data(&mut self, bytes: &[u8]) {
+        let hostname = self.view.hostname.clone();
+        match &mut self.fixer {
+            Some(f) => {
+                let out = f.feed(bytes, &mut |date, id| missing_fields(date, id, &hostname));
+                self.write(&out);
+            }
+            None => self.write(bytes),
+        }
+    }
+
+    fn finish_headers(&mut self) {
+        let hostname = self.view.hostname.clone();
+        if let Some(mut f) = self.fixer.take() {
+            let out = f.finish(&mut |date, id| missing_fields(date, id, &hostname));
+            self.write(&out);
         }
     }
 
@@ -492,8 +518,9 @@ impl Session {
                         password: password.0,
                     }));
                 }
-                Event::Data(b) => self.write(&b),
+                Event::Data(b) => self.data(&b),
                 Event::DataEnd { size } => {
+                    self.finish_headers();
                     let Some((msgid, file)) = self.msg.take() else {
                         continue;
                     };
@@ -555,6 +582,28 @@ pub enum Incoming {
     Committed(u32),
     CommitFailed(String),
     Auth(bool),
+}
+
+/// The Date and Message-Id fields a message lacks.
+fn missing_fields(date: bool, msgid: bool, hostname: &str) -> Vec<u8> {
+    let mut out = String::new();
+    if date {
+        out.push_str(&format!("Date: {}\r\n", rfc5322_date(SystemTime::now())));
+    }
+    if msgid {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        out.push_str(&format!(
+            "Message-Id: <{now:x}.{:016x}@{hostname}>\r\n",
+            h.finish()
+        ));
+    }
+    out.into_bytes()
 }
 
 /// RFC 3461 NOTIFY as the envelope's bits.

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conn;
+pub mod headers;
 pub mod tls;
 
 use crate::config::ast::{AuthMode, TlsMode};
