@@ -96,7 +96,7 @@ def test_pipelined_transaction_in_one_write(instances):
     inst = instances(conf("listen on 127.0.0.1"))
     c = h.Client(inst.connect())
     assert c.line().startswith("220 ")
-    c.send("EHLO x\r\nMAIL FROM:<a@localhost>\r\nRCPT TO:<root@localhost>\r\nRCPT TO:<nobody@remote.example>\r\nDATA\r\n")
+    c.sock.sendall(b"EHLO x\r\nMAIL FROM:<a@localhost>\r\nRCPT TO:<root@localhost>\r\nRCPT TO:<nobody@remote.example>\r\nDATA\r\n")
     # Five final replies: EHLO, MAIL, RCPT, RCPT, DATA (EHLO's 250- lines
     # are continuation lines).
     replies = []
@@ -110,7 +110,7 @@ def test_pipelined_transaction_in_one_write(instances):
     assert replies[2].startswith("250 "), replies  # RCPT local
     assert replies[3][:1] == "5", replies  # RCPT remote: refused
     assert replies[4].startswith("354"), replies
-    c.send("Subject: piped\r\n\r\npiped\r\n.\r\nQUIT\r\n")
+    c.sock.sendall(b"Subject: piped\r\n\r\npiped\r\n.\r\nQUIT\r\n")
     assert c.line().startswith("250 ")
     assert c.line().startswith("221 ")
     q = queued(inst)
@@ -124,14 +124,14 @@ def test_smuggling_never_ends_a_message(instances, sequence):
     inst = instances(conf("listen on 127.0.0.1"))
     c = h.Client(inst.connect())
     c.line()
-    c.send("EHLO x\r\nMAIL FROM:<a@localhost>\r\nRCPT TO:<root@localhost>\r\nDATA\r\n")
+    c.sock.sendall(b"EHLO x\r\nMAIL FROM:<a@localhost>\r\nRCPT TO:<root@localhost>\r\nDATA\r\n")
     while not c.line().startswith("354"):
         pass
     smuggled = (b"Subject: outer\r\n\r\nouter" + sequence +
                 b"MAIL FROM:<evil@localhost>\r\nRCPT TO:<root@localhost>\r\nDATA\r\nSubject: smuggled\r\n\r\ninner\r\n.\r\n")
     c.sock.sendall(smuggled)
     first = c.line()
-    c.send("QUIT\r\n")
+    c.sock.sendall(b"QUIT\r\n")
     rest = []
     while True:
         line = c.line()
