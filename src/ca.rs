@@ -7,10 +7,9 @@
 #![forbid(unsafe_code)]
 
 use crate::config::view::View;
-use crate::event::Loop;
 use crate::ipc::msg::{DispatcherCa, KeyInfo};
 use crate::proc::Role;
-use crate::prologue::{LinkEvent, Setup};
+use crate::prologue::{serve, Setup};
 use rustls::pki_types::{pem::PemObject, PrivateKeyDer};
 use rustls::sign::SigningKey;
 use rustls::SignatureScheme;
@@ -113,30 +112,26 @@ pub fn run(setup: Setup) -> Result<(), String> {
         .collect();
     let keys = load_keys(&pems)?;
     drop(pems);
-    let mut lp = Loop::new().map_err(|e| e.to_string())?;
-    let mut links = setup.links;
-    links.watch(&lp).map_err(|e| e.to_string())?;
-    links.send(
-        &lp,
-        Role::Dispatcher,
-        &DispatcherCa::Keys {
-            keys: key_infos(&keys),
+    let infos = key_infos(&keys);
+    serve(
+        setup.links,
+        |links, lp| {
+            links.send(
+                lp,
+                Role::Dispatcher,
+                &DispatcherCa::Keys { keys: infos },
+                Vec::new(),
+            )
         },
-        Vec::new(),
-    )?;
-    loop {
-        for r in lp.wait(None).map_err(|e| e.to_string())? {
-            if links.handle(&lp, &r)? == LinkEvent::Shutdown {
-                return Ok(());
-            }
-            for f in links.take_frames() {
+        |links, lp, frames| {
+            for f in frames {
                 if f.peer != Role::Dispatcher {
                     return Err(f.refuse(Role::Ca));
                 }
-                let m: DispatcherCa = f.decode()?;
-                let reply = answer(&keys, m)?;
-                links.send(&lp, Role::Dispatcher, &reply, Vec::new())?;
+                let reply = answer(&keys, f.decode()?)?;
+                links.send(lp, Role::Dispatcher, &reply, Vec::new())?;
             }
-        }
-    }
+            Ok(())
+        },
+    )
 }

@@ -426,21 +426,41 @@ impl Frame {
     }
 }
 
-/// The loop of a role that has no work of its own yet: it serves its links
-/// until the parent says stop. Roles with sockets of their own run their
-/// own loop and call `Links::handle` for link tokens.
-pub fn idle_loop(setup: Setup) -> Result<(), String> {
-    let mut lp = Loop::new().map_err(|e| e.to_string())?;
-    let mut links = setup.links;
+/// The loop of a role whose only events are its links (all but the
+/// dispatcher, which has sockets of its own): wait, let the links read,
+/// and give the role every frame of that turn at once (the queue commits
+/// them as one batch), until the parent says stop. `start` runs first,
+/// once (ca announces its keys; the queue reports what it recovered).
+pub fn serve(
+    links: Links,
+    start: impl FnOnce(&mut Links, &Loop) -> Result<(), String>,
+    mut frames: impl FnMut(&mut Links, &Loop, Vec<Frame>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut links = links;
+    let lp = Loop::new().map_err(|e| e.to_string())?;
     links.watch(&lp).map_err(|e| e.to_string())?;
+    start(&mut links, &lp)?;
+    let mut lp = lp;
     loop {
         for r in lp.wait(None).map_err(|e| e.to_string())? {
             if links.handle(&lp, &r)? == LinkEvent::Shutdown {
                 return Ok(());
             }
-            if let Some(f) = links.take_frames().first() {
-                return Err(f.refuse(links.me));
-            }
+        }
+        let turn = links.take_frames();
+        if !turn.is_empty() {
+            frames(&mut links, &lp, turn)?;
         }
     }
+}
+
+/// The loop of a role that has no work of its own yet: any frame after a
+/// peer's Hello is refused.
+pub fn idle_loop(setup: Setup) -> Result<(), String> {
+    let me = setup.role;
+    serve(
+        setup.links,
+        |_, _| Ok(()),
+        |_, _, frames| Err(frames[0].refuse(me)),
+    )
 }

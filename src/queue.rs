@@ -12,7 +12,7 @@ use crate::config::view::View;
 use crate::event::Loop;
 use crate::ipc::msg::{self, NewEnvelope, QueueDispatcher, QueueScheduler};
 use crate::proc::Role;
-use crate::prologue::{LinkEvent, Links, Setup};
+use crate::prologue::{serve, Links, Setup};
 use crate::spool::id::EvpIds;
 use crate::spool::{is_storage_full, DsnRet, Envelope, Flags, Kind, MsgId, Notify, Spool};
 use std::collections::HashMap;
@@ -41,89 +41,83 @@ pub fn run(setup: Setup) -> Result<(), String> {
     };
     // We are chrooted in the spool: its root is "/".
     let spool = Spool::open(Path::new("/")).map_err(|e| format!("spool: {e}"))?;
-    let mut lp = Loop::new().map_err(|e| e.to_string())?;
-    let mut links = setup.links;
-    links.watch(&lp).map_err(|e| e.to_string())?;
-
-    let recovered = spool.recover();
-    for c in &recovered.corrupt {
-        log::warn!("warn: queue: corrupt {}: {}", c.path.display(), c.reason);
-    }
-    log::info!(
-        "info: queue: {} envelopes in the queue, {} unacknowledged messages removed, {} corrupt",
-        recovered.envelopes.len(),
-        recovered.removed_incoming,
-        recovered.corrupt.len()
-    );
-    let ids: Vec<u64> = recovered.envelopes.iter().map(|e| e.id.get()).collect();
-    drop(recovered);
-    notify_scheduler(&mut links, &lp, &ids)?;
-
     let ttl = view.queue.ttl.as_secs();
     let mut pending: HashMap<u32, Pending> = HashMap::new();
-    loop {
-        for r in lp.wait(None).map_err(|e| e.to_string())? {
-            if links.handle(&lp, &r)? == LinkEvent::Shutdown {
-                return Ok(());
+    serve(
+        setup.links,
+        |links, lp| {
+            let recovered = spool.recover();
+            for c in &recovered.corrupt {
+                log::warn!("warn: queue: corrupt {}: {}", c.path.display(), c.reason);
             }
-        }
-        let mut batch: Vec<(u64, MsgId)> = Vec::new();
-        for f in links.take_frames() {
-            if f.peer != Role::Dispatcher {
-                return Err(f.refuse(Role::Queue));
-            }
-            match f.decode::<QueueDispatcher>()? {
-                QueueDispatcher::Create { req } => {
-                    let (m, fds) = create(&spool, &mut pending, req);
-                    links.send(&lp, Role::Dispatcher, &m, fds)?;
+            log::info!(
+                "info: queue: {} envelopes in the queue, {} unacknowledged messages removed, {} corrupt",
+                recovered.envelopes.len(),
+                recovered.removed_incoming,
+                recovered.corrupt.len()
+            );
+            let ids: Vec<u64> = recovered.envelopes.iter().map(|e| e.id.get()).collect();
+            notify_scheduler(links, lp, &ids)
+        },
+        |links, lp, frames| {
+            // Everything that arrived in this turn; its commits are one batch.
+            let mut batch: Vec<(u64, MsgId)> = Vec::new();
+            for f in frames {
+                if f.peer != Role::Dispatcher {
+                    return Err(f.refuse(Role::Queue));
                 }
-                QueueDispatcher::AddEnvelope { msgid, envelope } => {
-                    let p = pending.get_mut(&msgid).ok_or_else(|| {
-                        format!("dispatcher channel: envelope for unknown message {msgid:08x}")
-                    })?;
-                    if p.envelopes.len() >= MAX_ENVELOPES {
-                        return Err(format!(
-                            "dispatcher channel: over {MAX_ENVELOPES} envelopes for {msgid:08x}"
-                        ));
+                match f.decode::<QueueDispatcher>()? {
+                    QueueDispatcher::Create { req } => {
+                        let (m, fds) = create(&spool, &mut pending, req);
+                        links.send(lp, Role::Dispatcher, &m, fds)?;
                     }
-                    let id = p.ids.next().ok_or("queue: envelope ids exhausted")?;
-                    p.envelopes.push(envelope_from(id, &envelope, ttl));
-                }
-                QueueDispatcher::Commit {
-                    req,
-                    msgid,
-                    count,
-                    size,
-                } => {
-                    let p = pending.get_mut(&msgid).ok_or_else(|| {
-                        format!("dispatcher channel: commit of unknown message {msgid:08x}")
-                    })?;
-                    if count == 0 || p.envelopes.len() != count as usize {
-                        return Err(format!(
-                            "dispatcher channel: commit of {msgid:08x} with {count} envelopes, {} sent",
-                            p.envelopes.len()
-                        ));
+                    QueueDispatcher::AddEnvelope { msgid, envelope } => {
+                        let p = pending.get_mut(&msgid).ok_or_else(|| {
+                            format!("dispatcher channel: envelope for unknown message {msgid:08x}")
+                        })?;
+                        if p.envelopes.len() >= MAX_ENVELOPES {
+                            return Err(format!("dispatcher channel: over {MAX_ENVELOPES} envelopes for {msgid:08x}"));
+                        }
+                        let id = p.ids.next().ok_or("queue: envelope ids exhausted")?;
+                        p.envelopes.push(envelope_from(id, &envelope, ttl));
                     }
-                    p.envelopes.iter_mut().for_each(|e| e.size = size);
-                    let id = MsgId::new(msgid).ok_or("dispatcher channel: message id 0")?;
-                    batch.push((req, id));
-                }
-                QueueDispatcher::Abort { msgid } => {
-                    if pending.remove(&msgid).is_some() {
-                        if let Some(id) = MsgId::new(msgid) {
-                            if let Err(e) = spool.abort(id) {
-                                log::warn!("warn: queue: abort of {msgid:08x}: {e}");
+                    QueueDispatcher::Commit {
+                        req,
+                        msgid,
+                        count,
+                        size,
+                    } => {
+                        let p = pending.get_mut(&msgid).ok_or_else(|| {
+                            format!("dispatcher channel: commit of unknown message {msgid:08x}")
+                        })?;
+                        if count == 0 || p.envelopes.len() != count as usize {
+                            return Err(format!(
+                                "dispatcher channel: commit of {msgid:08x} with {count} envelopes, {} sent",
+                                p.envelopes.len()
+                            ));
+                        }
+                        p.envelopes.iter_mut().for_each(|e| e.size = size);
+                        let id = MsgId::new(msgid).ok_or("dispatcher channel: message id 0")?;
+                        batch.push((req, id));
+                    }
+                    QueueDispatcher::Abort { msgid } => {
+                        if pending.remove(&msgid).is_some() {
+                            if let Some(id) = MsgId::new(msgid) {
+                                if let Err(e) = spool.abort(id) {
+                                    log::warn!("warn: queue: abort of {msgid:08x}: {e}");
+                                }
                             }
                         }
                     }
+                    other => return Err(msg::unexpected(Role::Dispatcher, &other)),
                 }
-                other => return Err(msg::unexpected(Role::Dispatcher, &other)),
             }
-        }
-        if !batch.is_empty() {
-            commit(&spool, &mut pending, batch, &mut links, &lp)?;
-        }
-    }
+            if batch.is_empty() {
+                return Ok(());
+            }
+            commit(&spool, &mut pending, batch, links, lp)
+        },
+    )
 }
 
 fn create(

@@ -5,10 +5,9 @@
 
 #![forbid(unsafe_code)]
 
-use crate::event::Loop;
 use crate::ipc::msg::{self, QueueScheduler};
 use crate::proc::Role;
-use crate::prologue::{LinkEvent, Setup};
+use crate::prologue::{serve, Setup};
 use std::collections::HashSet;
 
 /// Most envelopes the scheduler tracks; beyond this the queue is far
@@ -17,16 +16,12 @@ const MAX_ENVELOPES: usize = 50_000_000;
 
 /// Entry point after the prologue.
 pub fn run(setup: Setup) -> Result<(), String> {
-    let mut lp = Loop::new().map_err(|e| e.to_string())?;
-    let mut links = setup.links;
-    links.watch(&lp).map_err(|e| e.to_string())?;
     let mut envelopes: HashSet<u64> = HashSet::new();
-    loop {
-        for r in lp.wait(None).map_err(|e| e.to_string())? {
-            if links.handle(&lp, &r)? == LinkEvent::Shutdown {
-                return Ok(());
-            }
-            for f in links.take_frames() {
+    serve(
+        setup.links,
+        |_, _| Ok(()),
+        |_, _, frames| {
+            for f in frames {
                 if f.peer != Role::Queue {
                     return Err(f.refuse(Role::Scheduler));
                 }
@@ -47,6 +42,7 @@ pub fn run(setup: Setup) -> Result<(), String> {
                     other => return Err(msg::unexpected(Role::Queue, &other)),
                 }
             }
-        }
-    }
+            Ok(())
+        },
+    )
 }

@@ -12,10 +12,9 @@ pub mod table;
 
 use crate::config::ast::{Method, TableSource};
 use crate::config::view::{LkaView, View};
-use crate::event::Loop;
 use crate::ipc::msg::{self, LkaDispatcher, Verdict};
 use crate::proc::Role;
-use crate::prologue::{LinkEvent, Setup};
+use crate::prologue::{serve, Setup};
 use crate::smtp::address::{self, Mailbox};
 use policy::{Decision, LocalHost, Ruleset};
 use table::{Table, Tables};
@@ -124,15 +123,11 @@ pub fn run(setup: Setup) -> Result<(), String> {
         return Err("not an lka view".into());
     };
     let lka = Lka::new(view)?;
-    let mut lp = Loop::new().map_err(|e| e.to_string())?;
-    let mut links = setup.links;
-    links.watch(&lp).map_err(|e| e.to_string())?;
-    loop {
-        for r in lp.wait(None).map_err(|e| e.to_string())? {
-            if links.handle(&lp, &r)? == LinkEvent::Shutdown {
-                return Ok(());
-            }
-            for f in links.take_frames() {
+    serve(
+        setup.links,
+        |_, _| Ok(()),
+        |links, lp, frames| {
+            for f in frames {
                 if f.peer != Role::Dispatcher {
                     return Err(f.refuse(Role::Lka));
                 }
@@ -157,8 +152,9 @@ pub fn run(setup: Setup) -> Result<(), String> {
                     },
                     other => return Err(msg::unexpected(Role::Dispatcher, &other)),
                 };
-                links.send(&lp, Role::Dispatcher, &reply, Vec::new())?;
+                links.send(lp, Role::Dispatcher, &reply, Vec::new())?;
             }
-        }
-    }
+            Ok(())
+        },
+    )
 }
