@@ -9,7 +9,8 @@
 #	make run		run smtpd in the foreground on etc/smtpd.conf
 #	make test		setup, cargo test, make regress
 #	make regress		(root) the integration tests in regress/
-#	make bench		start-up time and memory, side by side with OpenSMTPD
+#	make bench		start-up, receive rate, CPU, memory, latency and the
+#				disk's fsync rate, side by side with OpenSMTPD
 #	make fuzz		long cargo-fuzz campaign over FUZZ_TARGETS
 #	make fuzz-smoke		each fuzz target for FUZZ_SMOKE_TIME seconds
 #	make check		rustfmt, clippy, and the OpenBSD type-check
@@ -36,7 +37,7 @@ SMTPD_FLAGS ?=
 SETUP_PACKAGES ?=	procps iproute2 util-linux mount python3 python3-pytest \
 			swaks opensmtpd gcc libc6-dev
 
-BENCH_SCRIPTS ?=	bench/startup.py bench/config_speed.py
+BENCH_SCRIPTS ?=	bench/startup.py bench/config_speed.py bench/receive.py
 BENCH_RUNS ?=		5
 
 FUZZ_TARGETS ?=		ipc_frame config_parse

@@ -30,16 +30,15 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
+from nslib import (BANNER_TIMEOUT, PORT, check_root, descendants, log, log_tail,
+                   make_tmp, opensmtpd_version, proc_memory, remove_tmp,
+                   run_inner, setup_namespace, start_daemon, stop, wait_banner)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PORT = 25
-BANNER_TIMEOUT = 60.0
 
 CONF_OURS = (
     f"listen on 127.0.0.1 port {PORT}\n"
@@ -54,123 +53,18 @@ CONF_OPENSMTPD = (
 )
 
 
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------- inside
-
-
-def descendants(root):
-    """PIDs of root and every process below it, from /proc."""
-    children = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # The comm field may hold spaces and parentheses: split after the last ')'.
-        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return sorted(out)
-
-
-def proc_memory(pid):
-    """Pss, Rss and private (USS) kB of one process, with its title and uid."""
-    mem = {"pid": pid}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("Pss", "Rss", "Private_Clean", "Private_Dirty"):
-                mem[key] = int(rest.split()[0])
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        mem["title"] = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("Uid:"):
-                mem["uid"] = int(line.split()[1])
-    return mem
-
-
-def wait_banner(daemon):
-    """Seconds from now until a "220 " line is read, or an error string."""
-    deadline = time.monotonic() + BANNER_TIMEOUT
-    while time.monotonic() < deadline:
-        if daemon.poll() is not None:
-            return f"daemon exited with status {daemon.returncode} before its banner"
-        try:
-            s = socket.create_connection(("127.0.0.1", PORT), timeout=1)
-        except (ConnectionRefusedError, socket.timeout):
-            time.sleep(0.001)
-            continue
-        with s:
-            s.settimeout(max(deadline - time.monotonic(), 0.1))
-            buf = b""
-            try:
-                while b"\n" not in buf:
-                    chunk = s.recv(512)
-                    if not chunk:
-                        break
-                    buf += chunk
-            except socket.timeout:
-                return f"no banner within {BANNER_TIMEOUT:.0f} s"
-            if buf.startswith(b"220"):
-                t = time.monotonic()
-                try:
-                    s.sendall(b"QUIT\r\n")
-                    s.recv(512)
-                except OSError:
-                    pass
-                return t
-            if not buf:
-                # Accepted but closed: not ready yet (or refusing); retry.
-                time.sleep(0.001)
-                continue
-            return f"unexpected greeting {buf[:80]!r}"
-    return f"no banner within {BANNER_TIMEOUT:.0f} s"
-
-
-def bind_file(src, dst):
-    """Bind-mount src over dst; where dst's target is gone (a symlink into the
-    fresh /var/run), write it there instead."""
-    target = os.path.realpath(dst)
-    if os.path.exists(target):
-        subprocess.run(["mount", "--bind", src, target], check=True)
-    else:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(src, "rb") as f, open(target, "wb") as g:
-            g.write(f.read())
 
 
 def inner(spec):
     """Runs inside `unshare -mn`: set the namespace up, measure, stop."""
     tmp = spec["tmp"]
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    # util-linux unshare makes every mount private, so none of these leaks.
-    subprocess.run(["mount", "--bind", f"{tmp}/spool", "/var/spool/smtpd"], check=True)
-    subprocess.run(["mount", "--bind", f"{tmp}/run", "/var/run"], check=True)
-    if not spec["keep_resolver"]:
-        bind_file(f"{tmp}/hosts", "/etc/hosts")
-        bind_file(f"{tmp}/resolv.conf", "/etc/resolv.conf")
+    setup_namespace(tmp, spec["keep_resolver"])
 
     result = {}
     with open(f"{tmp}/log", "wb") as logf:
         t0 = time.monotonic()
-        daemon = subprocess.Popen(
-            [spec["binary"], "-d", "-f", f"{tmp}/smtpd.conf"],
-            stdin=subprocess.DEVNULL,
-            stdout=logf,
-            stderr=logf,
-            start_new_session=True,
-        )
+        daemon = start_daemon(spec["binary"], tmp, logf)
         try:
             t1 = wait_banner(daemon)
             if isinstance(t1, str):
@@ -191,30 +85,8 @@ def inner(spec):
         finally:
             stop(daemon)
     if "error" in result:
-        with open(f"{tmp}/log", "rb") as f:
-            result["log"] = f.read()[-2000:].decode(errors="replace")
+        result["log"] = log_tail(tmp)
     print(json.dumps(result))
-
-
-def stop(daemon):
-    """SIGTERM, up to 10 s for an orderly exit, then SIGKILL what is left."""
-    pids = descendants(daemon.pid) if daemon.poll() is None else []
-    if daemon.poll() is None:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-    for sig_target in [daemon.pid] + pids:
-        try:
-            os.kill(sig_target, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        os.killpg(daemon.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    daemon.wait()
 
 
 # ---------------------------------------------------------------- outside
@@ -222,39 +94,17 @@ def stop(daemon):
 
 def one_run(name, binary, conf, args):
     """One measurement in a fresh namespace; returns the inner result."""
-    tmp = tempfile.mkdtemp(prefix="smtpd-bench-")
+    tmp = make_tmp(conf)
     try:
-        os.chmod(tmp, 0o755)
-        os.mkdir(f"{tmp}/spool", 0o711)
-        os.chmod(f"{tmp}/spool", 0o711)
-        os.mkdir(f"{tmp}/run", 0o755)
-        with open(f"{tmp}/smtpd.conf", "w") as f:
-            f.write(conf)
-        host = socket.gethostname()
-        with open(f"{tmp}/hosts", "w") as f:
-            f.write(f"127.0.0.1\tlocalhost {host}\n::1\tlocalhost ip6-localhost\n")
-        with open(f"{tmp}/resolv.conf", "w") as f:
-            f.write("nameserver 127.0.0.1\n")
         spec = {
             "tmp": tmp,
             "binary": binary,
             "settle": args.settle,
             "keep_resolver": args.keep_resolver,
         }
-        cmd = ["unshare", "--mount", "--net", "--", sys.executable,
-               os.path.abspath(__file__), "--inner", json.dumps(spec)]
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        try:
-            out, _ = p.communicate(timeout=BANNER_TIMEOUT + args.settle + 60)
-        except subprocess.TimeoutExpired:
-            p.terminate()  # the inner side stops its daemon on SIGTERM
-            out, _ = p.communicate(timeout=30)
-        lines = out.strip().splitlines()
-        if p.returncode != 0 or not lines:
-            return {"error": f"{name}: namespace runner failed (status {p.returncode})"}
-        return json.loads(lines[-1])
+        return run_inner(__file__, spec, BANNER_TIMEOUT + args.settle + 60, name)
     finally:
-        subprocess.run(["rm", "-rf", "--one-file-system", tmp], check=False)
+        remove_tmp(tmp)
 
 
 def summarize(runs):
@@ -273,15 +123,6 @@ def summarize(runs):
         "nprocs": statistics.median(len(r["procs"]) for r in runs),
         "procs": runs[-1]["procs"],
     }
-
-
-def opensmtpd_version():
-    try:
-        v = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "opensmtpd"],
-                           capture_output=True, text=True, check=True).stdout
-        return f"OpenSMTPD {v.split('-')[0]}"
-    except (OSError, subprocess.CalledProcessError):
-        return "OpenSMTPD"
 
 
 def main():
@@ -305,13 +146,10 @@ def main():
         inner(json.loads(args.inner))
         return 0
 
-    if os.geteuid() != 0:
-        log("startup: run as root (namespaces, mounts, the daemons' users)")
+    err = check_root("startup")
+    if err:
+        log(err)
         return 1
-    for d in ("/var/spool/smtpd", "/var/run"):
-        if not os.path.isdir(d):
-            log(f"startup: {d} is missing (make setup creates it)")
-            return 1
 
     daemons = []
     for name, binary, conf, users in (
