@@ -49,31 +49,38 @@ def test_100k_pipelined_recipients(instances):
     pid = inst.role_pid("dispatcher")
     before = rss_kib(pid)
     sock = inst.connect()
+    sock.settimeout(30)
     f = sock.makefile("rb")
     f.readline()
-    sock.sendall(b"EHLO flood\r\nMAIL FROM:<a@localhost>\r\n")
     batch = b"RCPT TO:<root@localhost>\r\n" * 1000
     replies = {}
-    for _ in range(100):
-        sock.sendall(batch)
-    sock.settimeout(30)
-    counted = 0
-    while counted < 100_002:
-        line = f.readline()
-        if not line:
-            break
-        if line[3:4] == b"-":
-            continue
-        counted += 1
-        code = line[:3]
-        replies[code] = replies.get(code, 0) + 1
-        if code == b"421":
-            break
+    reset = False
+    try:
+        sock.sendall(b"EHLO flood\r\nMAIL FROM:<a@localhost>\r\n")
+        for _ in range(100):
+            sock.sendall(batch)
+        while True:
+            line = f.readline()
+            if not line:
+                break
+            if line[3:4] == b"-":
+                continue
+            code = line[:3]
+            replies[code] = replies.get(code, 0) + 1
+            if code == b"421":
+                break
+    except (ConnectionResetError, BrokenPipeError):
+        # The server closed with our RCPTs unread: the kernel resets the
+        # connection, and replies still in flight may be lost with it.
+        reset = True
     sock.close()
-    # 1000 recipients are taken; the rest refused (452), or the session
-    # closed with 421 for too many errors: never a crash.
-    assert replies.get(b"250", 0) >= 1000
-    assert replies.get(b"452", 0) + replies.get(b"421", 0) >= 1, replies
+    if reset:
+        inst.wait_log(r"result=\"421 4\.7\.0 .*Too many errors")
+    else:
+        # 1000 recipients are taken; the rest refused (452), or the
+        # session closed with 421 for too many errors.
+        assert replies.get(b"250", 0) >= 1000, replies
+        assert replies.get(b"452", 0) + replies.get(b"421", 0) >= 1, replies
     still_serving(inst)
     assert rss_kib(pid) - before < 64 * 1024, "dispatcher memory grew by more than 64 MiB"
 
