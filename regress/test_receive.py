@@ -259,10 +259,16 @@ def _load_and_kill(inst, acked, refused, lock, rnd):
             except (OSError, smtplib.SMTPException):
                 return  # killed mid-session: no verdict either way
 
+    before = len(acked)
     threads = [threading.Thread(target=client, args=(n,)) for n in range(20)]
     for t in threads:
         t.start()
-    time.sleep(rnd.uniform(0.05, 0.6))
+    # Kill at a random moment once the load is flowing (a slow machine
+    # must not turn this into a kill before anything happened).
+    deadline = time.monotonic() + 20
+    while len(acked) == before and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(rnd.uniform(0.02, 0.5))
     pids = list(inst.ns_pids())
     rnd.shuffle(pids)
     for pid in pids:
