@@ -138,8 +138,8 @@ pub struct Material {
     pub local_addrs: Vec<std::net::IpAddr>,
 }
 
-/// Largest table file the parent reads (lka's own bound is the same).
-pub const MAX_TABLE_FILE: u64 = 32 << 20;
+/// Largest table file the parent reads: lka's own bound.
+const MAX_TABLE_FILE: u64 = crate::lka::table::MAX_FILE_BYTES;
 
 /// Read every pki's certificate and key (the parent does this, as root,
 /// before any role exists).

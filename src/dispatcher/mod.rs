@@ -151,9 +151,8 @@ impl Dispatcher {
                 other => return Err(msg::unexpected(Role::Lka, &other)),
             },
             Role::Queue => {
+                let m: QueueDispatcher = f.decode()?;
                 let mut fds = f.fds.into_iter();
-                let m: QueueDispatcher = crate::ipc::frame::parse(&f.packet, fds.len())
-                    .map_err(|e| format!("queue channel: {e}"))?;
                 match m {
                     QueueDispatcher::Created { req, msgid } => {
                         let fd = fds

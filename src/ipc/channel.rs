@@ -137,15 +137,7 @@ impl Channel {
         let Some(len) = self.recv_packet(&mut fds)? else {
             return Ok(None);
         };
-        let msg: M = frame::parse(&self.buf[..len], fds.len())?;
-        if msg.fds() != fds.len() {
-            return Err(FrameError::FdsUnexpected {
-                message: msg.name(),
-                expected: msg.fds(),
-                actual: fds.len(),
-            }
-            .into());
-        }
+        let msg: M = super::msg::parse(&self.buf[..len], fds.len())?;
         Ok(Some(Received { msg, fds }))
     }
 

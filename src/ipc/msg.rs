@@ -23,6 +23,21 @@ pub trait Message: Serialize + DeserializeOwned {
     }
 }
 
+/// Decode a received frame as one message of the channel's enum `M`, and
+/// check that exactly the descriptors that message carries came with it.
+/// Every received frame goes through here.
+pub fn parse<M: Message>(packet: &[u8], nfds: usize) -> Result<M, super::frame::FrameError> {
+    let m: M = super::frame::parse(packet, nfds)?;
+    if m.fds() != nfds {
+        return Err(super::frame::FrameError::FdsUnexpected {
+            message: m.name(),
+            expected: m.fds(),
+            actual: nfds,
+        });
+    }
+    Ok(m)
+}
+
 /// Parent to any role, during start-up and shutdown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromParent {
