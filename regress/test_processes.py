@@ -144,11 +144,16 @@ def test_role_is_not_dumpable(daemon, role):
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_role_is_single_threaded(daemon, role):
-    """Seccomp and Landlock apply per thread unless synchronised: a role has
-    one thread, the one that sandboxed itself."""
+def test_every_thread_is_sandboxed(daemon, role):
+    """A role has one thread, the one that sandboxed itself, except the
+    queue, whose flusher thread is started after pledge and so inherits
+    the filter: every thread shows the seccomp filter and no_new_privs."""
     pid = daemon.role_pid(role)
-    assert h.read_status(pid)["Threads"] == "1"
+    tasks = sorted(os.listdir(f"/proc/{pid}/task"))
+    assert len(tasks) == (2 if role == "queue" else 1), tasks
+    for tid in tasks:
+        status = h.read_status(f"{pid}/task/{tid}")
+        assert (status["Seccomp"], status["NoNewPrivs"]) == ("2", "1"), (role, tid)
 
 
 # ---------------------------------------------------------------- descriptors
@@ -192,8 +197,9 @@ def test_role_descriptors(daemon, role):
     else:
         assert not inet, f"{role} holds inet sockets: {inet}"
     # The dispatcher holds a second descriptor of its ca channel: its TLS
-    # signer asks ca for signatures synchronously on it.
-    extra = 1 if role == "dispatcher" else 0
+    # signer asks ca for signatures synchronously on it. The queue holds
+    # both ends of its flusher thread's wake-up socket pair.
+    extra = {"dispatcher": 1, "queue": 2}.get(role, 0)
     assert len(unix) <= 1 + peers + extra, f"{role}: {len(unix)} unix sockets for {peers} peers: {unix}"
     limit = 3 + 1 + peers + 2 + listeners + len(spool_dir) + extra
     assert len(fds) <= limit, f"{role}: {len(fds)} descriptors, at most {limit}: {fds}"

@@ -202,6 +202,7 @@ fn receive(spec: &RoleSpec, mut parent: Channel) -> Result<Received, String> {
                     peer,
                     chan,
                     greeted: false,
+                    watch_write: false,
                 });
             }
             FromParent::Listener { index }
@@ -233,6 +234,21 @@ pub struct PeerLink {
     pub peer: Role,
     pub chan: Channel,
     greeted: bool,
+    /// Whether the loop watches the channel for room to write: changed
+    /// only when the channel's need changes (one epoll_ctl per change,
+    /// not per frame; the loop is edge-triggered).
+    watch_write: bool,
+}
+
+impl PeerLink {
+    fn update_watch(&mut self, lp: &Loop, token: Token) -> std::io::Result<()> {
+        let want = self.chan.wants_write();
+        if want != self.watch_write {
+            lp.rewatch(self.chan.raw_fd(), token, want)?;
+            self.watch_write = want;
+        }
+        Ok(())
+    }
 }
 
 /// A role's channels: to the parent and to its peers.
@@ -269,10 +285,11 @@ impl Links {
     }
 
     /// Register every link with the loop.
-    pub fn watch(&self, lp: &Loop) -> std::io::Result<()> {
+    pub fn watch(&mut self, lp: &Loop) -> std::io::Result<()> {
         lp.watch(self.parent.raw_fd(), PARENT, false)?;
-        for (i, p) in self.peers.iter().enumerate() {
-            lp.watch(p.chan.raw_fd(), Token(1 + i), p.chan.wants_write())?;
+        for (i, p) in self.peers.iter_mut().enumerate() {
+            p.watch_write = p.chan.wants_write();
+            lp.watch(p.chan.raw_fd(), Token(1 + i), p.watch_write)?;
         }
         Ok(())
     }
@@ -340,8 +357,9 @@ impl Links {
                 log::debug!("debug: {me}: {} says hello", p.peer);
             }
         }
-        lp.rewatch(p.chan.raw_fd(), r.token, p.chan.wants_write())
-            .map_err(|e| ctx(&e))?;
+        let peer = p.peer;
+        p.update_watch(lp, r.token)
+            .map_err(|e| format!("{peer} channel: {e}"))?;
         Ok(LinkEvent::None)
     }
 
@@ -382,7 +400,7 @@ impl Links {
         p.chan
             .send(m, fds)
             .map_err(|e| format!("{peer} channel: {e}"))?;
-        lp.rewatch(p.chan.raw_fd(), Token(1 + i), p.chan.wants_write())
+        p.update_watch(lp, Token(1 + i))
             .map_err(|e| format!("{peer} channel: {e}"))
     }
 }
@@ -416,32 +434,94 @@ impl Frame {
     }
 }
 
-/// The loop of a role whose only events are its links (all but the
-/// dispatcher, which has sockets of its own): wait, let the links read,
-/// and give the role every frame of that turn at once (the queue commits
-/// them as one batch), until the parent says stop. `start` runs first,
-/// once (ca announces its keys; the queue reports what it recovered).
-pub fn serve(
-    links: Links,
-    start: impl FnOnce(&mut Links, &Loop) -> Result<(), String>,
-    mut frames: impl FnMut(&mut Links, &Loop, Vec<Frame>) -> Result<(), String>,
-) -> Result<(), String> {
+/// A role's work, driven by [`run_service`]: the frames its peers send,
+/// and optionally descriptors of its own (tokens from [`FIRST_OWN_TOKEN`])
+/// and one timer.
+pub trait Service {
+    /// Runs once, before the first wait (ca announces its keys; the
+    /// queue reports what it recovered).
+    fn start(&mut self, _links: &mut Links, _lp: &Loop) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Every frame of one turn of the loop, at once (the queue commits
+    /// them as one batch).
+    fn frames(&mut self, links: &mut Links, lp: &Loop, frames: Vec<Frame>) -> Result<(), String>;
+
+    /// Readiness of a descriptor the role registered itself.
+    fn ready(&mut self, _links: &mut Links, _lp: &Loop, r: &Ready) -> Result<(), String> {
+        Err(format!("event for unknown token {}", r.token.0))
+    }
+
+    /// When [`Service::tick`] is next due, if ever.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Called once the deadline has passed.
+    fn tick(&mut self, _links: &mut Links, _lp: &Loop) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The loop of a role (all but the dispatcher, which has sockets of its
+/// own and its own loop): wait, let the links read, hand the role every
+/// frame of that turn and its own events, until the parent says stop.
+pub fn run_service(links: Links, service: &mut impl Service) -> Result<(), String> {
     let mut links = links;
-    let lp = Loop::new().map_err(|e| e.to_string())?;
+    let mut lp = Loop::new().map_err(|e| e.to_string())?;
     links.watch(&lp).map_err(|e| e.to_string())?;
-    start(&mut links, &lp)?;
-    let mut lp = lp;
+    service.start(&mut links, &lp)?;
     loop {
-        for r in lp.wait(None).map_err(|e| e.to_string())? {
-            if links.handle(&lp, &r)? == LinkEvent::Shutdown {
-                return Ok(());
+        for r in lp.wait(service.deadline()).map_err(|e| e.to_string())? {
+            if links.owns(r.token) {
+                if links.handle(&lp, &r)? == LinkEvent::Shutdown {
+                    return Ok(());
+                }
+            } else {
+                service.ready(&mut links, &lp, &r)?;
             }
         }
         let turn = links.take_frames();
         if !turn.is_empty() {
-            frames(&mut links, &lp, turn)?;
+            service.frames(&mut links, &lp, turn)?;
+        }
+        if service.deadline().is_some_and(|d| d <= Instant::now()) {
+            service.tick(&mut links, &lp)?;
         }
     }
+}
+
+/// [`run_service`] for a role that has only frames: `start` once, then
+/// `frames` for every turn.
+pub fn serve(
+    links: Links,
+    start: impl FnOnce(&mut Links, &Loop) -> Result<(), String>,
+    frames: impl FnMut(&mut Links, &Loop, Vec<Frame>) -> Result<(), String>,
+) -> Result<(), String> {
+    struct Closures<S, F> {
+        start: Option<S>,
+        frames: F,
+    }
+    impl<S, F> Service for Closures<S, F>
+    where
+        S: FnOnce(&mut Links, &Loop) -> Result<(), String>,
+        F: FnMut(&mut Links, &Loop, Vec<Frame>) -> Result<(), String>,
+    {
+        fn start(&mut self, links: &mut Links, lp: &Loop) -> Result<(), String> {
+            self.start.take().map_or(Ok(()), |s| s(links, lp))
+        }
+        fn frames(&mut self, links: &mut Links, lp: &Loop, f: Vec<Frame>) -> Result<(), String> {
+            (self.frames)(links, lp, f)
+        }
+    }
+    run_service(
+        links,
+        &mut Closures {
+            start: Some(start),
+            frames,
+        },
+    )
 }
 
 /// The loop of a role that has no work of its own yet: any frame after a

@@ -2,19 +2,28 @@
 //! /var/spool/smtpd as _smtpq, pledged "stdio rpath wpath cpath sendfd".
 //! It hands the dispatcher a new message file (a descriptor), collects
 //! the envelopes of each message, and commits them durably when the
-//! dispatcher has written the data; the 250 waits for that. Commits that
-//! arrive while one is being flushed form the next batch (group commit):
-//! everything readable in one turn of the loop is one batch.
+//! dispatcher has written the data; the 250 waits for that.
+//!
+//! Group commit, pipelined: the flushes run in a thread of their own
+//! ([`crate::spool::flusher`]), so the loop keeps creating files and
+//! staging messages (envelopes written, renamed into queue/) meanwhile.
+//! Each flush covers everything staged while the one before ran; when it
+//! ends those messages get their 250 and the next flush starts at once.
+//! A message waits for at most the end of the running flush and one of
+//! its own.
 
 #![forbid(unsafe_code)]
 
 use crate::config::view::View;
-use crate::event::Loop;
+use crate::event::{Loop, Ready};
 use crate::ipc::msg::{self, NewEnvelope, QueueDispatcher, QueueScheduler};
 use crate::proc::Role;
-use crate::prologue::{serve, Links, Setup};
+use crate::prologue::{run_service, Frame, Links, Service, Setup, FIRST_OWN_TOKEN};
 use crate::spool::id::EvpIds;
-use crate::spool::{is_storage_full, DsnRet, Envelope, Flags, Kind, MsgId, Notify, Spool};
+use crate::spool::{
+    is_storage_full, DsnRet, Envelope, Flags, Flusher, Job, Kind, MsgId, Notify, Published, Spool,
+};
+use mio::Token;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -25,6 +34,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const MAX_PENDING: usize = 4096;
 /// Most envelopes one message may have (far above `smtp limit max-rcpt`).
 const MAX_ENVELOPES: usize = 100_000;
+/// The flusher thread's wake-up descriptor.
+const FLUSHER: Token = Token(FIRST_OWN_TOKEN);
 /// Most envelope ids per frame to the scheduler (well under the cap).
 const IDS_PER_FRAME: usize = 4096;
 
@@ -34,6 +45,29 @@ struct Pending {
     envelopes: Vec<Envelope>,
 }
 
+/// A message staged into queue/, waiting for the flush that makes it
+/// durable before its 250.
+struct Staged {
+    req: u64,
+    msgid: MsgId,
+    envelopes: Vec<u64>,
+}
+
+/// The queue's state between turns of the loop.
+struct Queue {
+    spool: Spool,
+    flusher: Flusher,
+    ttl: u64,
+    pending: HashMap<u32, Pending>,
+    /// Staged since the running flush started: the next flush covers
+    /// them, with these files (Flush::PerFile) and directories.
+    staged: Vec<Staged>,
+    job: Job,
+    published: Published,
+    /// Covered by the running flush.
+    flushing: Vec<Staged>,
+}
+
 /// Entry point after the prologue.
 pub fn run(setup: Setup) -> Result<(), String> {
     let View::Queue(view) = setup.view.get() else {
@@ -41,83 +75,195 @@ pub fn run(setup: Setup) -> Result<(), String> {
     };
     // We are chrooted in the spool: its root is "/".
     let spool = Spool::open(Path::new("/")).map_err(|e| format!("spool: {e}"))?;
-    let ttl = view.queue.ttl.as_secs();
-    let mut pending: HashMap<u32, Pending> = HashMap::new();
-    serve(
-        setup.links,
-        |links, lp| {
-            let recovered = spool.recover();
-            for c in &recovered.corrupt {
-                log::warn!("warn: queue: corrupt {}: {}", c.path.display(), c.reason);
+    let flusher = spool.flusher().map_err(|e| format!("flusher: {e}"))?;
+    let mut queue = Queue {
+        spool,
+        flusher,
+        ttl: view.queue.ttl.as_secs(),
+        pending: HashMap::new(),
+        staged: Vec::new(),
+        job: Job::default(),
+        published: Published::default(),
+        flushing: Vec::new(),
+    };
+    run_service(setup.links, &mut queue)
+}
+
+impl Service for Queue {
+    fn start(&mut self, links: &mut Links, lp: &Loop) -> Result<(), String> {
+        lp.watch(self.flusher.fd(), FLUSHER, false)
+            .map_err(|e| format!("flusher: {e}"))?;
+        let recovered = self.spool.recover();
+        for c in &recovered.corrupt {
+            log::warn!("warn: queue: corrupt {}: {}", c.path.display(), c.reason);
+        }
+        log::info!(
+            "info: queue: {} envelopes in the queue, {} unacknowledged messages removed, {} corrupt",
+            recovered.envelopes.len(),
+            recovered.removed_incoming,
+            recovered.corrupt.len()
+        );
+        let ids: Vec<u64> = recovered.envelopes.iter().map(|e| e.id.get()).collect();
+        notify_scheduler(links, lp, &ids)
+    }
+
+    fn frames(&mut self, links: &mut Links, lp: &Loop, frames: Vec<Frame>) -> Result<(), String> {
+        for f in frames {
+            if f.peer != Role::Dispatcher {
+                return Err(f.refuse(Role::Queue));
             }
-            log::info!(
-                "info: queue: {} envelopes in the queue, {} unacknowledged messages removed, {} corrupt",
-                recovered.envelopes.len(),
-                recovered.removed_incoming,
-                recovered.corrupt.len()
-            );
-            let ids: Vec<u64> = recovered.envelopes.iter().map(|e| e.id.get()).collect();
-            notify_scheduler(links, lp, &ids)
-        },
-        |links, lp, frames| {
-            // Everything that arrived in this turn; its commits are one batch.
-            let mut batch: Vec<(u64, MsgId)> = Vec::new();
-            for f in frames {
-                if f.peer != Role::Dispatcher {
-                    return Err(f.refuse(Role::Queue));
+            match f.decode::<QueueDispatcher>()? {
+                QueueDispatcher::Create { req } => {
+                    let (m, fds) = create(&self.spool, &mut self.pending, req);
+                    links.send(lp, Role::Dispatcher, &m, fds)?;
                 }
-                match f.decode::<QueueDispatcher>()? {
-                    QueueDispatcher::Create { req } => {
-                        let (m, fds) = create(&spool, &mut pending, req);
-                        links.send(lp, Role::Dispatcher, &m, fds)?;
+                QueueDispatcher::AddEnvelope { msgid, envelope } => {
+                    let p = self.pending.get_mut(&msgid).ok_or_else(|| {
+                        format!("dispatcher channel: envelope for unknown message {msgid:08x}")
+                    })?;
+                    if p.envelopes.len() >= MAX_ENVELOPES {
+                        return Err(format!(
+                            "dispatcher channel: over {MAX_ENVELOPES} envelopes for {msgid:08x}"
+                        ));
                     }
-                    QueueDispatcher::AddEnvelope { msgid, envelope } => {
-                        let p = pending.get_mut(&msgid).ok_or_else(|| {
-                            format!("dispatcher channel: envelope for unknown message {msgid:08x}")
-                        })?;
-                        if p.envelopes.len() >= MAX_ENVELOPES {
-                            return Err(format!("dispatcher channel: over {MAX_ENVELOPES} envelopes for {msgid:08x}"));
-                        }
-                        let id = p.ids.next().ok_or("queue: envelope ids exhausted")?;
-                        p.envelopes.push(envelope_from(id, &envelope, ttl));
-                    }
-                    QueueDispatcher::Commit {
-                        req,
-                        msgid,
-                        count,
-                        size,
-                    } => {
-                        let p = pending.get_mut(&msgid).ok_or_else(|| {
-                            format!("dispatcher channel: commit of unknown message {msgid:08x}")
-                        })?;
-                        if count == 0 || p.envelopes.len() != count as usize {
-                            return Err(format!(
-                                "dispatcher channel: commit of {msgid:08x} with {count} envelopes, {} sent",
-                                p.envelopes.len()
-                            ));
-                        }
-                        p.envelopes.iter_mut().for_each(|e| e.size = size);
-                        let id = MsgId::new(msgid).ok_or("dispatcher channel: message id 0")?;
-                        batch.push((req, id));
-                    }
-                    QueueDispatcher::Abort { msgid } => {
-                        if pending.remove(&msgid).is_some() {
-                            if let Some(id) = MsgId::new(msgid) {
-                                if let Err(e) = spool.abort(id) {
-                                    log::warn!("warn: queue: abort of {msgid:08x}: {e}");
-                                }
+                    let id = p.ids.next().ok_or("queue: envelope ids exhausted")?;
+                    p.envelopes.push(envelope_from(id, &envelope, self.ttl));
+                }
+                // The size is the queue's to measure (Spool::stage).
+                QueueDispatcher::Commit {
+                    req, msgid, count, ..
+                } => self.stage(links, lp, req, msgid, count)?,
+                QueueDispatcher::Abort { msgid } => {
+                    if self.pending.remove(&msgid).is_some() {
+                        if let Some(id) = MsgId::new(msgid) {
+                            if let Err(e) = self.spool.abort(id) {
+                                log::warn!("warn: queue: abort of {msgid:08x}: {e}");
                             }
                         }
                     }
-                    other => return Err(msg::unexpected(Role::Dispatcher, &other)),
                 }
+                other => return Err(msg::unexpected(Role::Dispatcher, &other)),
             }
-            if batch.is_empty() {
-                return Ok(());
+        }
+        self.kick()
+    }
+
+    fn ready(&mut self, links: &mut Links, lp: &Loop, r: &Ready) -> Result<(), String> {
+        if r.token != FLUSHER {
+            return Err(format!("event for unknown token {}", r.token.0));
+        }
+        let Some(result) = self.flusher.take().map_err(|e| format!("flusher: {e}"))? else {
+            return Ok(());
+        };
+        self.flushed(links, lp, result)?;
+        self.kick()
+    }
+}
+
+impl Queue {
+    /// Stage one message at once (see [`Spool::stage`]): it is written
+    /// and renamed into queue/ while the running flush goes on, and the
+    /// next flush covers it.
+    fn stage(
+        &mut self,
+        links: &mut Links,
+        lp: &Loop,
+        req: u64,
+        msgid: u32,
+        count: u32,
+    ) -> Result<(), String> {
+        let mut p = self
+            .pending
+            .remove(&msgid)
+            .ok_or_else(|| format!("dispatcher channel: commit of unknown message {msgid:08x}"))?;
+        if count == 0 || p.envelopes.len() != count as usize {
+            return Err(format!(
+                "dispatcher channel: commit of {msgid:08x} with {count} envelopes, {} sent",
+                p.envelopes.len()
+            ));
+        }
+        let id = MsgId::new(msgid).ok_or("dispatcher channel: message id 0")?;
+        match self.spool.stage(id, &mut p.envelopes, &mut self.published) {
+            Ok(files) => {
+                self.job.files.extend(files);
+                self.staged.push(Staged {
+                    req,
+                    msgid: id,
+                    envelopes: p.envelopes.iter().map(|e| e.id.get()).collect(),
+                });
+                Ok(())
             }
-            commit(&spool, &mut pending, batch, links, lp)
-        },
-    )
+            Err(e) => {
+                log::warn!("warn: queue: commit of {id} failed: {e}");
+                failed(links, lp, req, id, &e)
+            }
+        }
+    }
+
+    /// Start the next flush if none runs and messages wait for one.
+    fn kick(&mut self) -> Result<(), String> {
+        if self.flusher.busy() || self.staged.is_empty() {
+            return Ok(());
+        }
+        let mut job = std::mem::take(&mut self.job);
+        let published = std::mem::take(&mut self.published);
+        match self.spool.publish_job(&published) {
+            Ok(more) => job.files.extend(more.files),
+            Err(e) => return Err(format!("queue: cannot open a directory to flush: {e}")),
+        }
+        self.flushing = std::mem::take(&mut self.staged);
+        self.flusher
+            .submit(job)
+            .map_err(|e| format!("flusher: {e}"))
+    }
+
+    /// A flush ended: what it covered is committed (250), or refused
+    /// (4xx) and taken out of the queue.
+    fn flushed(
+        &mut self,
+        links: &mut Links,
+        lp: &Loop,
+        result: std::io::Result<()>,
+    ) -> Result<(), String> {
+        let covered = std::mem::take(&mut self.flushing);
+        if let Err(e) = result {
+            log::warn!(
+                "warn: queue: flush failed, {} messages refused: {e}",
+                covered.len()
+            );
+            for s in covered {
+                self.spool.take_back(s.msgid);
+                failed(links, lp, s.req, s.msgid, &e)?;
+            }
+            return Ok(());
+        }
+        let mut committed = Vec::new();
+        for s in covered {
+            committed.extend_from_slice(&s.envelopes);
+            let m = QueueDispatcher::Committed {
+                req: s.req,
+                msgid: s.msgid.get(),
+            };
+            links.send(lp, Role::Dispatcher, &m, Vec::new())?;
+        }
+        notify_scheduler(links, lp, &committed)
+    }
+}
+
+/// Tell the dispatcher a commit failed (the client gets 4xx).
+fn failed(
+    links: &mut Links,
+    lp: &Loop,
+    req: u64,
+    msgid: MsgId,
+    e: &std::io::Error,
+) -> Result<(), String> {
+    let m = QueueDispatcher::CommitFailed {
+        req,
+        msgid: msgid.get(),
+        text: storage_text(e),
+    };
+    links.send(lp, Role::Dispatcher, &m, Vec::new())
 }
 
 fn create(
@@ -176,52 +322,6 @@ fn storage_text(e: &std::io::Error) -> String {
     }
 }
 
-/// One durable commit for the whole batch, then each message's answer.
-fn commit(
-    spool: &Spool,
-    pending: &mut HashMap<u32, Pending>,
-    batch: Vec<(u64, MsgId)>,
-    links: &mut Links,
-    lp: &Loop,
-) -> Result<(), String> {
-    let items: Vec<(MsgId, Vec<Envelope>)> = batch
-        .iter()
-        .map(|(_, id)| {
-            (
-                *id,
-                pending
-                    .remove(&id.get())
-                    .map(|p| p.envelopes)
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
-    let results = spool.commit(&items);
-    let mut committed = Vec::new();
-    for (((req, id), (_, envs)), result) in batch.iter().zip(&items).zip(results) {
-        let m = match result {
-            Ok(()) => {
-                committed.extend(envs.iter().map(|e| e.id.get()));
-                QueueDispatcher::Committed {
-                    req: *req,
-                    msgid: id.get(),
-                }
-            }
-            Err(e) => {
-                log::warn!("warn: queue: commit of {id} failed: {e}");
-                QueueDispatcher::CommitFailed {
-                    req: *req,
-                    msgid: id.get(),
-                    text: storage_text(&e),
-                }
-            }
-        };
-        links.send(lp, Role::Dispatcher, &m, Vec::new())?;
-    }
-    log::debug!("debug: queue: one commit for {} messages", batch.len());
-    notify_scheduler(links, lp, &committed)
-}
-
 fn notify_scheduler(links: &mut Links, lp: &Loop, ids: &[u64]) -> Result<(), String> {
     for chunk in ids.chunks(IDS_PER_FRAME) {
         links.send(
@@ -274,5 +374,6 @@ fn envelope_from(id: crate::spool::EvpId, n: &NewEnvelope, ttl: u64) -> Envelope
         orcpt: n.orcpt.clone(),
         flags,
         size: 0,
+        body_crc: 0,
     }
 }

@@ -68,7 +68,7 @@ pub fn run(setup: Setup) -> Result<(), String> {
         ));
     }
     let lp = Loop::new().map_err(|e| e.to_string())?;
-    let links = setup.links;
+    let mut links = setup.links;
     links.watch(&lp).map_err(|e| e.to_string())?;
     // TLS: certificates are in our view, keys in ca; ca says which keys it
     // holds right after its Hello, and signs for us over this channel.

@@ -210,8 +210,9 @@ fn parse_hex(s: &[u8], digits: usize) -> Option<u64> {
 pub(crate) fn random_u64() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    // Keys drawn once per thread (getrandom), a counter, and the time: a
+    // forked child that shares the keys and counter differs by the time.
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u32(std::process::id());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())

@@ -5,9 +5,11 @@
 
 mod crc32;
 pub mod envelope;
+pub mod flusher;
 pub mod id;
 pub mod store;
 
 pub use envelope::{DsnRet, Envelope, Flags, FormatError, Kind, Notify};
+pub use flusher::{Flusher, Job};
 pub use id::{BadId, EvpId, MsgId};
-pub use store::{is_storage_full, Corrupt, Flush, Recovered, Spool};
+pub use store::{is_storage_full, Corrupt, Flush, Published, Recovered, Spool};

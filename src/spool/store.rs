@@ -21,49 +21,54 @@
 //! Envelope files hold one frame each (see [`super::envelope`]).
 //!
 //! # The guarantee
-//! A message is committed iff its directory is under queue/. A directory
-//! only ever gets there by one rename(2) of the complete `incoming/<msgid>`
-//! directory, after its message file, its envelope files and its own
-//! entries are durable; the 250 is sent only after that rename is durable
-//! too. So after a crash, queue/ holds every acknowledged message whole,
-//! and nothing else but whole messages; incoming/ holds only what was never
-//! acknowledged, and [`Spool::recover`] deletes it. A rename onto a
-//! non-empty directory fails, so a commit can never replace a committed
-//! message.
+//! A message is committed iff its directory is under queue/ and its
+//! message file is the one its envelopes describe: each envelope records
+//! the file's size and CRC-32, taken by the queue at commit. A directory
+//! only ever gets under queue/ by one rename(2) of the complete
+//! `incoming/<msgid>` directory, message and envelopes written; the 250
+//! is sent only after one flush has made all of it durable, rename
+//! included. So after a crash queue/ holds every acknowledged message
+//! whole. It may also hold a message whose flush a crash interrupted (its
+//! client had no 250): after kill -9 it is whole (the page cache
+//! survives) and is delivered, as SMTP allows for a reply the client never
+//! saw; after a power cut its data may be short or missing, and
+//! [`Spool::recover`] tells so from the size and CRC and moves it to
+//! corrupt/ rather than deliver it. incoming/ holds only what was never
+//! acknowledged, and recovery deletes it. A rename onto a non-empty
+//! directory fails, so a commit can never replace a committed message.
 //!
 //! # The commit, step by step ([`Spool::commit`])
-//! 1. For each message of the batch: check it (`incoming/<msgid>/` is a real
-//!    directory, `message` a regular file, every envelope belongs to the
-//!    message, no id twice), and write each envelope to a new file
-//!    `incoming/<msgid>/<evpid>` (O_CREAT|O_EXCL|O_NOFOLLOW, 0600). A message
-//!    that fails here is deleted and reported; the others go on.
-//! 2. Flush #1, once for the batch: everything written in step 1 and the
-//!    dispatcher's message files, data and metadata. On Linux one
-//!    syncfs(2) on the spool's file system ([`Flush::Filesystem`]); with
-//!    [`Flush::PerFile`] (and always on OpenBSD, which has no syncfs) an
-//!    fsync of every message file, envelope file and message directory.
-//! 3. `rename(incoming/<msgid>, queue/<bb>/<msgid>)` for each message,
-//!    creating the bucket first if needed. Nothing is acknowledged yet;
-//!    a crash here leaves some renames done and some not: both are whole.
-//! 4. Flush #2, once for the batch: the renames. syncfs again, or an fsync
+//! 1. For each message of the batch ([`Spool::stage`]): check it
+//!    (`incoming/<msgid>/` is a real directory, `message` a regular file,
+//!    every envelope belongs to the message, no id twice), read the
+//!    message file for its size and CRC-32, write each envelope to a new
+//!    file `incoming/<msgid>/<evpid>` (O_CREAT|O_EXCL|O_NOFOLLOW, 0600),
+//!    and `rename(incoming/<msgid>, queue/<bb>/<msgid>)`, creating the
+//!    bucket first if needed. A message that fails here is deleted and
+//!    reported; the others go on.
+//! 2. One flush for the batch: the message files (the dispatcher's
+//!    writes), the envelopes, the directories and the renames. On Linux
+//!    one syncfs(2) on the spool's file system ([`Flush::Filesystem`]);
+//!    with [`Flush::PerFile`] (and always on OpenBSD, which has no syncfs)
+//!    an fsync of every message file, envelope file and message directory,
 //!    of incoming/, of each bucket renamed into, and of queue/ if a bucket
 //!    was created.
-//! 5. Report Ok per message: now the 250 may go out.
+//! 3. Report Ok per message: now the 250 may go out. If the flush failed,
+//!    the batch's directories are moved out to purge/ and deleted, and the
+//!    clients get 4xx (a power cut before that may still deliver one: a
+//!    duplicate, never a loss).
 //!
-//! Two flushes per batch, whatever its size: flush #1 must come before the
-//! renames (with delayed allocation a rename can reach the journal before
-//! the data of the files it moves; ext4's auto_da_alloc only covers
-//! rename-over-a-file), and flush #2 before the reply. If flush #1 fails
-//! nothing was renamed: every message of the batch is deleted and fails.
-//! If flush #2 fails the renamed directories are moved out to purge/ and
-//! deleted, and the batch fails: the clients get 4xx. A power cut in
-//! between may still have made such a rename durable: the message is then
-//! delivered although the client was told to retry, a duplicate, never a
-//! loss.
+//! One flush per batch, whatever its size. The rename may reach the
+//! journal before the data of the files it moves (delayed allocation;
+//! ext4's auto_da_alloc only covers rename-over-a-file), which is why
+//! recovery checks the data against the envelopes instead of a second
+//! flush between the writes and the rename: that flush would double the
+//! time to every 250. The price is that recovery reads every queued
+//! message once at start-up.
 //!
 //! Why syncfs: it writes back the whole file system and commits the
-//! journal once, so a batch of 32 messages costs the same two journal
-//! commits (and two device cache flushes) as a batch of 1, where fsync per
+//! journal once, so a batch of 32 messages costs the same journal
+//! commit (and device cache flush) as a batch of 1, where fsync per
 //! file costs one flush per file on ext4 (a second fsync of an inode whose
 //! transaction is already committed still issues a cache flush). Its cost:
 //! it also writes back unrelated dirty data on the same file system (other
@@ -95,9 +100,10 @@
 //! and [`Spool::recover`] before it serves anyone, and hands the recovered
 //! envelopes to the scheduler. It then answers create requests with
 //! [`Spool::create_message`] (passing the file to the dispatcher), and
-//! collects commit requests while a commit runs: everything that arrived
-//! meanwhile is the next batch, so concurrent sessions share the flushes
-//! without any timer. System calls: open/openat (read, write, O_CREAT,
+//! runs the commit's steps itself: [`Spool::stage`] as each commit
+//! request arrives, the flushes in a [`Flusher`] thread, each covering
+//! everything staged while the one before ran, so concurrent sessions
+//! share the flushes without any timer. System calls: open/openat (read, write, O_CREAT,
 //! O_EXCL, O_NOFOLLOW, O_DIRECTORY), mkdir, rename, unlink, rmdir,
 //! getdents, fstat/lstat, fstatvfs (fstatfs on Linux), fsync, and on Linux
 //! syncfs; and sendmsg with SCM_RIGHTS for the message files.
@@ -120,8 +126,11 @@
 //! spool, so that check is not raced by anyone with less power than the
 //! queue itself.)
 
+use super::crc32::Crc32;
 use super::envelope::{Envelope, MAX_FILE};
+use super::flusher::{Flusher, Job};
 use super::id::{random_u64, EvpId, MsgId};
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -130,6 +139,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The directories of the spool and their modes (OpenSMTPD's).
 pub const DIRS: &[(&str, u32)] = &[
@@ -147,6 +157,9 @@ pub const MESSAGE: &str = "message";
 /// OpenSMTPD's MINSPACE / MININODES: below this share of free blocks or
 /// inodes, new messages are refused.
 pub const MIN_FREE_PERCENT: u8 = 5;
+
+/// How long a free-space check far from the limit holds.
+const SPACE_RECHECK: Duration = Duration::from_millis(250);
 
 /// How many fresh ids `create_message` tries before giving up.
 const CREATE_TRIES: usize = 64;
@@ -205,6 +218,15 @@ pub struct Corrupt {
     pub moved_to: Option<PathBuf>,
 }
 
+/// What commit step 3 renamed, for the flush that follows it.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Buckets renamed into.
+    pub buckets: BTreeSet<u8>,
+    /// True if a bucket was created (queue/ itself changed).
+    pub new_bucket: bool,
+}
+
 /// The spool. All paths are under `root`; the directories are held open
 /// for fsync and syncfs.
 #[derive(Debug)]
@@ -219,6 +241,10 @@ pub struct Spool {
     queue_dir: File,
     flush: Flush,
     min_free_percent: u8,
+    /// Buckets known to exist under queue/, one bit each.
+    buckets: Cell<[u64; 4]>,
+    /// Until when the last free-space check holds (see `check_space`).
+    space_ok_until: Cell<Option<Instant>>,
 }
 
 impl Spool {
@@ -276,6 +302,8 @@ impl Spool {
             queue_dir,
             flush: Flush::default(),
             min_free_percent: MIN_FREE_PERCENT,
+            buckets: Cell::new([0; 4]),
+            space_ok_until: Cell::new(None),
         })
     }
 
@@ -293,6 +321,7 @@ impl Spool {
     /// inodes are free (0 disables the check).
     pub fn set_min_free_percent(&mut self, percent: u8) {
         self.min_free_percent = percent.min(100);
+        self.space_ok_until.set(None);
     }
 
     pub fn root(&self) -> &Path {
@@ -325,11 +354,22 @@ impl Spool {
         if self.min_free_percent == 0 {
             return Ok(());
         }
+        let now = Instant::now();
+        if self.space_ok_until.get().is_some_and(|t| now < t) {
+            return Ok(());
+        }
         let s = crate::sys::fsync::space(self.incoming_dir.as_fd())?;
-        let low = |used: u64, avail: u64| {
+        let below = |used: u64, avail: u64, percent: u128| {
             let total = used as u128 + avail as u128;
-            total != 0 && (avail as u128) * 100 < total * self.min_free_percent as u128
+            total != 0 && (avail as u128) * 100 < total * percent
         };
+        let min = u128::from(self.min_free_percent);
+        let low = |used, avail| below(used, avail, min);
+        // Far from the limit, the answer holds for a moment: one fstatfs
+        // per SPACE_RECHECK instead of one per message.
+        let roomy = !below(s.blocks_used, s.blocks_avail, 2 * min)
+            && !below(s.files_used, s.files_avail, 2 * min);
+        self.space_ok_until.set(roomy.then(|| now + SPACE_RECHECK));
         if low(s.blocks_used, s.blocks_avail) {
             return Err(io::Error::new(
                 io::ErrorKind::StorageFull,
@@ -384,106 +424,54 @@ impl Spool {
         }
     }
 
-    /// The group commit: make every message of `batch` and its envelopes
-    /// durable and move it into queue/, with two flushes for the whole
-    /// batch (see the module documentation). One result per message, in
-    /// order; Ok means committed and durable: the 250 may be sent. A
-    /// message that fails is deleted (abort is then a no-op).
+    /// The group commit, synchronously: write every message of `batch`
+    /// into queue/ ([`Spool::stage`]), then one flush for the whole batch
+    /// (see the module documentation). One result per message, in order;
+    /// Ok means committed and durable: the 250 may be sent. A message
+    /// that fails is deleted (abort is then a no-op). The queue role runs
+    /// the same steps with its flushes in a [`Flusher`], so that the next
+    /// batch is staged while one is flushed.
     pub fn commit(&self, batch: &[(MsgId, Vec<Envelope>)]) -> Vec<io::Result<()>> {
         let mut results: Vec<io::Result<()>> = Vec::with_capacity(batch.len());
-        // Files kept open for Flush::PerFile.
-        let per_file = self.effective_flush() == Flush::PerFile;
-        let mut to_sync: Vec<File> = Vec::new();
-        let mut pending: Vec<usize> = Vec::new();
+        let mut job = Job::default();
+        let mut published = Published::default();
+        let mut staged: Vec<usize> = Vec::new();
         let mut seen: HashSet<MsgId> = HashSet::new();
-
-        // Step 1: write the envelopes.
         for (i, (msgid, envelopes)) in batch.iter().enumerate() {
             if !seen.insert(*msgid) {
                 results.push(Err(invalid("message twice in one commit")));
                 continue;
             }
-            match self.stage(*msgid, envelopes, per_file.then_some(&mut to_sync)) {
-                Ok(()) => {
-                    pending.push(i);
+            // stage() records the message's size and CRC in its envelopes.
+            let mut envelopes = envelopes.clone();
+            match self.stage(*msgid, &mut envelopes, &mut published) {
+                Ok(files) => {
+                    job.files.extend(files);
+                    staged.push(i);
                     results.push(Ok(()));
                 }
-                Err(e) => {
-                    let _ = self.abort(*msgid);
-                    results.push(Err(e));
-                }
+                Err(e) => results.push(Err(e)),
             }
         }
-        if pending.is_empty() {
+        if staged.is_empty() {
             return results;
         }
-
-        // Step 2: flush #1.
-        let flushed = if per_file {
-            to_sync.iter().try_for_each(|f| f.sync_all())
-        } else {
-            self.syncfs()
-        };
-        drop(to_sync);
+        let flushed = self.publish_job(&published).and_then(|more| {
+            job.files.extend(more.files);
+            self.flush_now(job)
+        });
         if let Err(e) = flushed {
-            for &i in &pending {
-                let _ = self.abort(batch[i].0);
-                results[i] = Err(copy_error(&e));
-            }
-            return results;
-        }
-
-        // Step 3: the renames.
-        let mut renamed: Vec<usize> = Vec::new();
-        let mut buckets: BTreeSet<u8> = BTreeSet::new();
-        let mut new_bucket = false;
-        for &i in &pending {
-            let msgid = batch[i].0;
-            match self.publish(msgid, &mut new_bucket) {
-                Ok(()) => {
-                    buckets.insert(msgid.bucket());
-                    renamed.push(i);
-                }
-                Err(e) => {
-                    let _ = self.abort(msgid);
-                    results[i] = Err(e);
-                }
-            }
-        }
-        if renamed.is_empty() {
-            return results;
-        }
-
-        // Step 4: flush #2.
-        let flushed = if per_file {
-            let mut r = self.incoming_dir.sync_all();
-            for &b in &buckets {
-                if r.is_ok() {
-                    r = open_dir(&self.queue.join(format!("{b:02x}"))).and_then(|d| d.sync_all());
-                }
-            }
-            if r.is_ok() && new_bucket {
-                r = self.queue_dir.sync_all();
-            }
-            r
-        } else {
-            self.syncfs()
-        };
-        if let Err(e) = flushed {
-            for &i in &renamed {
-                let msgid = batch[i].0;
-                if let Err(e2) = self.purge_dir(&self.queue_path(msgid), msgid) {
-                    log::warn!(
-                        "warn: queue: cannot take back msgid={msgid} after a failed flush: {e2}"
-                    );
-                }
+            for &i in &staged {
+                self.take_back(batch[i].0);
                 results[i] = Err(copy_error(&e));
             }
         }
         results
     }
 
-    fn effective_flush(&self) -> Flush {
+    /// How this spool flushes here: [`Flush::PerFile`] wherever syncfs is
+    /// missing.
+    pub fn effective_flush(&self) -> Flush {
         if cfg!(target_os = "linux") {
             self.flush
         } else {
@@ -491,28 +479,63 @@ impl Spool {
         }
     }
 
-    #[cfg(target_os = "linux")]
-    fn syncfs(&self) -> io::Result<()> {
-        crate::sys::fsync::syncfs(self.incoming_dir.as_fd())
+    /// A flusher thread for this spool (the queue role's).
+    pub fn flusher(&self) -> io::Result<Flusher> {
+        Flusher::start(self.incoming_dir.try_clone()?, self.effective_flush())
     }
 
-    #[cfg(not(target_os = "linux"))]
-    fn syncfs(&self) -> io::Result<()> {
-        Err(io::Error::from(io::ErrorKind::Unsupported))
+    /// Run one flush here and now.
+    pub fn flush_now(&self, job: Job) -> io::Result<()> {
+        match self.effective_flush() {
+            Flush::PerFile => job.files.iter().try_for_each(|f| f.sync_all()),
+            Flush::Filesystem => super::flusher::syncfs(&self.incoming_dir),
+        }
     }
 
-    /// Step 1 for one message.
-    fn stage(
+    /// Commit step 1 for one message: check it, record its message
+    /// file's size and CRC-32 in each envelope, write the envelopes into
+    /// `incoming/<msgid>/`, and rename the directory into queue/ (creating
+    /// its bucket if needed, noted in `published`). Nothing is durable
+    /// yet: the 250 waits for the flush that follows. Returns what a
+    /// [`Flush::PerFile`] flush must fsync (nothing with
+    /// [`Flush::Filesystem`]). On error the message is deleted.
+    pub fn stage(
         &self,
         msgid: MsgId,
-        envelopes: &[Envelope],
+        envelopes: &mut [Envelope],
+        published: &mut Published,
+    ) -> io::Result<Vec<File>> {
+        let per_file = self.effective_flush() == Flush::PerFile;
+        let mut files = Vec::new();
+        let staged = self
+            .stage_files(msgid, envelopes, per_file.then_some(&mut files))
+            .and_then(|()| self.make_bucket(msgid, published))
+            // Fails (ENOTEMPTY/EEXIST) rather than replace a committed message.
+            .and_then(|()| fs::rename(self.incoming_path(msgid), self.queue_path(msgid)));
+        match staged {
+            Ok(()) => {
+                published.buckets.insert(msgid.bucket());
+                Ok(files)
+            }
+            Err(e) => {
+                self.forget_bucket(msgid);
+                let _ = self.abort(msgid);
+                Err(e)
+            }
+        }
+    }
+
+    fn stage_files(
+        &self,
+        msgid: MsgId,
+        envelopes: &mut [Envelope],
         mut to_sync: Option<&mut Vec<File>>,
     ) -> io::Result<()> {
         if envelopes.is_empty() {
             return Err(invalid("a message without envelopes"));
         }
         let mut ids = HashSet::new();
-        for e in envelopes {
+        for e in envelopes.iter() {
             if e.id.msgid() != msgid {
                 return Err(invalid("envelope of another message"));
             }
@@ -525,10 +548,15 @@ impl Spool {
             return Err(invalid("incoming entry is not a directory"));
         }
         let message = open_regular(&dir.join(MESSAGE))?;
+        let (size, crc) = checksum(&message)?;
+        for e in envelopes.iter_mut() {
+            e.size = size;
+            e.body_crc = crc;
+        }
         if let Some(v) = to_sync.as_deref_mut() {
             v.push(message);
         }
-        for e in envelopes {
+        for e in envelopes.iter() {
             let bytes = e.encode()?;
             let mut f = create_file(&dir.join(e.id.to_string()))?;
             f.write_all(&bytes)?;
@@ -542,11 +570,18 @@ impl Spool {
         Ok(())
     }
 
-    /// Step 3 for one message.
-    fn publish(&self, msgid: MsgId, new_bucket: &mut bool) -> io::Result<()> {
+    /// Make sure the bucket of `msgid` exists. Buckets are never removed
+    /// while the queue runs, so one seen is remembered (a failed rename
+    /// into it forgets it again).
+    fn make_bucket(&self, msgid: MsgId, published: &mut Published) -> io::Result<()> {
+        let b = usize::from(msgid.bucket());
+        let mut known = self.buckets.get();
+        if known[b / 64] & (1 << (b % 64)) != 0 {
+            return Ok(());
+        }
         let bucket = self.bucket_path(msgid);
         match fs::DirBuilder::new().mode(0o700).create(&bucket) {
-            Ok(()) => *new_bucket = true,
+            Ok(()) => published.new_bucket = true,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 if !fs::symlink_metadata(&bucket)?.file_type().is_dir() {
                     return Err(invalid("bucket is not a directory"));
@@ -554,8 +589,43 @@ impl Spool {
             }
             Err(e) => return Err(e),
         }
-        // Fails (ENOTEMPTY/EEXIST) rather than replace a committed message.
-        fs::rename(self.incoming_path(msgid), self.queue_path(msgid))
+        known[b / 64] |= 1 << (b % 64);
+        self.buckets.set(known);
+        Ok(())
+    }
+
+    fn forget_bucket(&self, msgid: MsgId) {
+        let b = usize::from(msgid.bucket());
+        let mut known = self.buckets.get();
+        known[b / 64] &= !(1 << (b % 64));
+        self.buckets.set(known);
+    }
+
+    /// What the flush must make durable besides the staged files: with
+    /// [`Flush::PerFile`], incoming/, each bucket renamed into, and queue/
+    /// if a bucket was created.
+    pub fn publish_job(&self, published: &Published) -> io::Result<Job> {
+        let mut job = Job::default();
+        if self.effective_flush() == Flush::PerFile && !published.buckets.is_empty() {
+            job.files.push(self.incoming_dir.try_clone()?);
+            for &b in &published.buckets {
+                job.files
+                    .push(open_dir(&self.queue.join(format!("{b:02x}")))?);
+            }
+            if published.new_bucket {
+                job.files.push(self.queue_dir.try_clone()?);
+            }
+        }
+        Ok(job)
+    }
+
+    /// Undo a staged message when its flush failed: the client gets a
+    /// 4xx, so the message leaves the queue (a crash before this may still deliver
+    /// it: a duplicate, never a loss).
+    pub fn take_back(&self, msgid: MsgId) {
+        if let Err(e) = self.purge_dir(&self.queue_path(msgid), msgid) {
+            log::warn!("warn: queue: cannot take back msgid={msgid} after a failed flush: {e}");
+        }
     }
 
     /// Move a message directory out to purge/ (one rename: it leaves the
@@ -740,6 +810,8 @@ impl Spool {
             self.quarantine(dir, "message directory without a message file", out);
         } else if found.is_empty() {
             self.quarantine(dir, "message directory without envelopes", out);
+        } else if let Err(why) = matches_envelopes(&dir.join(MESSAGE), &found) {
+            self.quarantine(dir, &why, out);
         } else {
             out.envelopes.extend(found);
         }
@@ -917,6 +989,45 @@ fn open_regular(path: &Path) -> io::Result<File> {
         ));
     }
     Ok(f)
+}
+
+/// Whether a committed message file is the one its envelopes recorded:
+/// a commit renames a message into queue/ before the flush, so after a
+/// power cut one whose flush never ended (and that was never
+/// acknowledged) may be there with its data short or missing.
+fn matches_envelopes(path: &Path, envelopes: &[Envelope]) -> Result<(), String> {
+    let (size, crc) = open_regular(path)
+        .and_then(|f| checksum(&f))
+        .map_err(|e| format!("cannot read the message: {e}"))?;
+    if envelopes
+        .iter()
+        .any(|e| (e.size, e.body_crc) != (size, crc))
+    {
+        return Err(format!(
+            "message file ({size} bytes, CRC {crc:08x}) does not match its envelopes \
+             (a commit a crash interrupted: never acknowledged)"
+        ));
+    }
+    Ok(())
+}
+
+/// The size and CRC-32 of a message file, read from its start.
+fn checksum(f: &File) -> io::Result<(u64, u32)> {
+    let mut crc = Crc32::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut r = f;
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok((size, crc.finish())),
+            Ok(n) => {
+                crc.update(&buf[..n]);
+                size += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A regular file's bytes, refusing more than `cap`.

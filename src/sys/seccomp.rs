@@ -29,7 +29,10 @@
 //!   getrlimit/prlimit64 reading this process only, uname, umask); memory (brk,
 //!   mmap and mprotect without PROT_EXEC, munmap, mremap, madvise, mseal);
 //!   getrandom, sched_yield; signals (rt_sigaction, rt_sigprocmask,
-//!   sigaltstack); wait4/waitid; get/setsockopt of SOL_SOCKET SO_RCVBUF and
+//!   sigaltstack); threads (clone with exactly the flags of glibc's
+//!   pthread_create, and the set_robust_list, rseq and sched_getaffinity
+//!   a new thread calls:
+//!   OpenBSD's stdio has __tfork); wait4/waitid; get/setsockopt of SOL_SOCKET SO_RCVBUF and
 //!   SO_ERROR (as OpenBSD); fstat, and newfstatat/statx with
 //!   AT_EMPTY_PATH; fcntl F_GETFD/F_SETFD/F_GETFL/F_SETFL/F_DUPFD_CLOEXEC;
 //!   ioctl FIONREAD/FIONBIO/FIOCLEX/FIONCLEX/TCGETS (isatty).
@@ -67,9 +70,8 @@
 //! - proc: clone without CLONE_THREAD or any CLONE_NEW* flag, fork/vfork,
 //!   wait4, waitid, kill/tgkill/tkill of any process with any signal,
 //!   setpgid, setsid, getpgid, getpriority/setpriority, prlimit64/setrlimit.
-//!   Threads are refused: a role is single-threaded by design, and seccomp
-//!   and Landlock were applied while it was; namespaces are kernel attack
-//!   surface OpenBSD does not have.
+//!   Threads come from stdio, with their exact flags, never from this rule;
+//!   namespaces are kernel attack surface OpenBSD does not have.
 //! - exec: execve, execveat, and what a freshly executed dynamically linked
 //!   program needs before its main (arch_prctl, set_tid_address,
 //!   set_robust_list, rseq, and PROT_EXEC mappings for ld.so).
@@ -140,6 +142,19 @@ const CLONE_REFUSED: u64 = (libc::CLONE_THREAD
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWNET
     | libc::CLONE_NEWCGROUP) as u64;
+
+/// The clone(2) flags of glibc's pthread_create: a thread sharing
+/// everything, in no new namespace. A thread started after [`install`]
+/// inherits the filter and the Landlock domain.
+const CLONE_THREAD_FLAGS: u64 = (libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_FILES
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD
+    | libc::CLONE_SYSVSEM
+    | libc::CLONE_SETTLS
+    | libc::CLONE_PARENT_SETTID
+    | libc::CLONE_CHILD_CLEARTID) as u64;
 
 /// Promises held since the first [`install`] in this process image; `NONE`
 /// before it. A later call may only drop promises.
@@ -318,8 +333,8 @@ mod table {
     use libc::*;
 
     use super::{
-        Arg, Promise, Rules, Set, CLONE_REFUSED, O_TMPFILE_BIT, SOCK_TYPE_MASK, SYS_FCHMODAT2,
-        SYS_MSEAL,
+        Arg, Promise, Rules, Set, CLONE_REFUSED, CLONE_THREAD_FLAGS, O_TMPFILE_BIT, SOCK_TYPE_MASK,
+        SYS_FCHMODAT2, SYS_MSEAL,
     };
 
     fn u(v: c_int) -> u64 {
@@ -450,6 +465,16 @@ mod table {
         // sendto(2) without an address, i.e. on a connected socket.
         r.when(SYS_sendto, &[Arg::Eq64(4, 0)]);
         r.when(SYS_socketpair, &[Arg::Eq(0, u(AF_UNIX))]);
+        // A thread (the queue's flusher), as pthread_create makes it.
+        r.when(SYS_clone, &[Arg::Eq64(0, CLONE_THREAD_FLAGS)]);
+        // clone3 is allowed here and answered ENOSYS by the errno filter;
+        // std's new thread asks its CPU set (pthread_getattr_np).
+        r.any(&[
+            SYS_clone3,
+            SYS_set_robust_list,
+            SYS_rseq,
+            SYS_sched_getaffinity,
+        ]);
         // OpenBSD's "too common to reject" socket options (mio's take_error).
         for opt in [SO_RCVBUF, SO_ERROR] {
             let args = [Arg::Eq(1, u(SOL_SOCKET)), Arg::Eq(2, u(opt))];
@@ -998,8 +1023,10 @@ mod tests {
                     unsafe { libc::_exit(0) };
                 }
             }),
-            ("thread", || {
-                let _ = std::thread::spawn(|| ()).join();
+            ("thread in a new namespace", || {
+                let flags = CLONE_THREAD_FLAGS as libc::c_long | libc::CLONE_NEWNET as libc::c_long;
+                // SAFETY: the filter kills at entry, before clone runs.
+                unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) };
             }),
             ("execve", || {
                 let _ = std::process::Command::new("/bin/true").status();
@@ -1371,9 +1398,9 @@ mod tests {
 
     /// proc + exec: std's Command (posix_spawn, clone3 answered ENOSYS so
     /// glibc uses clone) runs a dynamically linked program, which inherits
-    /// the filter; threads stay refused.
+    /// the filter.
     #[test]
-    fn proc_exec_run_programs_but_no_threads() {
+    fn proc_exec_run_programs() {
         let out = run(|m| {
             pledge(&[Stdio, Rpath, Proc, Exec]).expect("pledge");
             m.mark(b'p');
@@ -1391,11 +1418,9 @@ mod tests {
             // SAFETY: waits for our own child into a live local.
             let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
             mark_if(m, reaped == pid && libc::WEXITSTATUS(status) == 3, b'w');
-            let _ = std::thread::spawn(|| ()).join();
-            m.mark(b'!');
             0
         });
-        out.assert_killed(libc::SIGSYS, b"ptfw");
+        out.assert_exit(0, b"ptfw");
         assert_sigsys(&[Stdio, Proc], "execve without exec", || {
             // SAFETY: execv with NUL-terminated strings and a NULL-ended argv.
             unsafe {
@@ -1414,6 +1439,34 @@ mod tests {
             0
         });
         out.assert_exit(0, b"ps");
+    }
+
+    /// stdio starts threads as std does (the queue's flusher), which
+    /// inherit the filter; a clone that adds a namespace flag is fatal.
+    #[test]
+    fn stdio_allows_threads_not_namespaces() {
+        let out = run(|m| {
+            pledge(&[Stdio]).expect("pledge");
+            m.mark(b'p');
+            let (tx, rx) = std::sync::mpsc::channel();
+            let worker = std::thread::spawn(move || {
+                let v: Vec<u64> = (0..100_000).collect();
+                tx.send(v.iter().sum::<u64>()).expect("send");
+                // The filter holds in the thread too.
+                // SAFETY: getuid takes no arguments.
+                unsafe { libc::getuid() };
+            });
+            let sum = rx.recv().expect("recv");
+            mark_if(m, worker.join().is_ok() && sum == 4_999_950_000, b't');
+            // SAFETY: the filter kills at entry, before clone runs.
+            unsafe {
+                let flags = CLONE_THREAD_FLAGS as libc::c_long | libc::CLONE_NEWNS as libc::c_long;
+                libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0);
+            }
+            m.mark(b'!');
+            0
+        });
+        out.assert_killed(libc::SIGSYS, b"pt");
     }
 
     #[test]
