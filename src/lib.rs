@@ -25,6 +25,7 @@ pub mod sys;
 pub mod ca;
 pub mod config;
 pub mod control;
+pub mod delivery;
 pub mod dispatcher;
 pub mod event;
 pub mod ipc;
