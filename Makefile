@@ -40,7 +40,7 @@ SETUP_PACKAGES ?=	procps iproute2 util-linux mount python3 python3-pytest \
 BENCH_SCRIPTS ?=	bench/startup.py bench/config_speed.py bench/receive.py
 BENCH_RUNS ?=		5
 
-FUZZ_TARGETS ?=		ipc_frame config_parse
+FUZZ_TARGETS ?=		ipc_frame config_parse smtp_server spool_envelope
 # Seconds per target: a long campaign, and the smoke run CI can afford.
 FUZZ_TIME ?=		3600
 FUZZ_SMOKE_TIME ?=	30
