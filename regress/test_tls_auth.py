@@ -34,7 +34,9 @@ def pki(tmp_path_factory):
                             check=True, capture_output=True, text=True).stdout.strip()
     creds = d / "creds"
     creds.write_text(f"alice {digest}\n")
-    return {"key": key, "crt": crt, "creds": creds}
+    senders = d / "senders"
+    senders.write_text("alice alice@example.org, @alice.example\n")
+    return {"key": key, "crt": crt, "creds": creds, "senders": senders}
 
 
 def config(pki):
@@ -42,9 +44,12 @@ def config(pki):
         f'pki {HOST} cert "{pki["crt"]}"\n'
         f'pki {HOST} key "{pki["key"]}"\n'
         f'table creds file:{pki["creds"]}\n'
+        f'table sendermap file:{pki["senders"]}\n'
         f"listen on 127.0.0.1 tls pki {HOST} auth-optional <creds> hostname {HOST}\n"
         f"listen on 127.0.0.1 port 465 smtps pki {HOST} auth <creds> hostname {HOST}\n"
         f"listen on 127.0.0.1 port 587 tls-require pki {HOST} auth <creds> hostname {HOST}\n"
+        f"listen on 127.0.0.1 port 2587 tls-require pki {HOST} auth <creds> senders <sendermap> "
+        f"hostname {HOST}\n"
         'action "local" mbox\n'
         'action "relay" relay\n'
         'match from local for local action "local"\n'
@@ -154,3 +159,31 @@ def test_starttls_injection_is_discarded(tlsd):
     assert b"2.0.0" not in first, first
     tls.sendall(b"QUIT\r\n")
     tls.close()
+
+
+def test_senders_table_limits_what_a_user_sends_as(tlsd):
+    """`senders <table>`: an authenticated user may use only the sender
+    addresses the table maps it to (OpenSMTPD's 530 otherwise); the
+    listener without the option lets alice send as anyone."""
+    s = smtp(tlsd, port=2587)
+    s.ehlo("client.regress")
+    assert s.starttls(context=insecure())[0] == 220
+    s.ehlo("client.regress")
+    assert s.login("alice", "secret")[0] == 235
+    for sender in ["alice@example.org", "Alice+list@example.org", "anyone@alice.example"]:
+        assert s.mail(sender)[0] == 250, sender
+        assert s.rset()[0] == 250
+    for sender in ["bob@example.org", "alice@other.example", ""]:
+        code, text = s.mail(sender)
+        assert (code, text) == (530, b"5.7.1 Sender rejected"), (sender, code, text)
+    assert s.mail("alice@example.org")[0] == 250
+    assert s.rcpt("someone@remote.example")[0] == 250
+    assert s.data("Subject: as alice\r\n\r\nx\r\n")[0] == 250
+    s.quit()
+    s = smtp(tlsd, port=587)
+    s.ehlo("client.regress")
+    s.starttls(context=insecure())
+    s.ehlo("client.regress")
+    assert s.login("alice", "secret")[0] == 235
+    assert s.mail("bob@example.org")[0] == 250, "no senders table on this listener"
+    s.quit()

@@ -67,6 +67,8 @@ pub struct LkaView {
     pub local_addrs: Vec<std::net::IpAddr>,
     /// Each listener's `auth <table>`, by the dispatcher's listener index.
     pub listener_auth: Vec<Option<super::ast::TableRef>>,
+    /// Per listener: its `senders` table, if any.
+    pub listener_senders: Vec<Option<super::ast::TableRef>>,
 }
 
 /// Queue lifetime settings, shared by queue and scheduler.
@@ -223,6 +225,10 @@ pub fn for_role(
             listener_auth: listeners
                 .iter()
                 .map(|l| l.opts.auth.as_ref().and_then(|(_, t)| t.clone()))
+                .collect(),
+            listener_senders: listeners
+                .iter()
+                .map(|l| l.opts.senders.as_ref().map(|(t, _)| t.clone()))
                 .collect(),
         }),
         Role::Queue => View::Queue(QueueView { common, queue }),

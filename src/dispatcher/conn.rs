@@ -4,7 +4,9 @@
 //! message to another role; the answer comes back to `Session::answer`.
 
 use crate::config::view::ListenerView;
-use crate::ipc::msg::{LkaDispatcher, NewEnvelope, QueueDispatcher, SessionInfo, Verdict};
+use crate::ipc::msg::{
+    LkaDispatcher, LookupResult, NewEnvelope, QueueDispatcher, SessionInfo, Verdict,
+};
 use crate::smtp::address;
 use crate::smtp::server::{
     received_header, Answer, Event, Notify, RcptParams, Received, Ret, Server,
@@ -17,7 +19,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Idle time before a session is closed (OpenSMTPD's 300 s).
+/// Time without a complete line before a session is closed (OpenSMTPD's
+/// 300 s idle timeout, counted from the last whole line).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(300);
 /// A failed AUTH is answered after this long.
 pub const AUTH_FAIL_DELAY: Duration = Duration::from_secs(1);
@@ -32,6 +35,7 @@ pub enum Waiting {
     Create(u64),
     Commit(u64),
     Auth(u64),
+    Sender(u64),
 }
 
 /// A connection just accepted.
@@ -53,9 +57,11 @@ impl Outgoing {
     /// The request id an answer will carry, if one is expected.
     pub fn request(&self) -> Option<u64> {
         match self {
-            Outgoing::Lka(LkaDispatcher::Rcpt { req, .. } | LkaDispatcher::Auth { req, .. }) => {
-                Some(*req)
-            }
+            Outgoing::Lka(
+                LkaDispatcher::Rcpt { req, .. }
+                | LkaDispatcher::Auth { req, .. }
+                | LkaDispatcher::Sender { req, .. },
+            ) => Some(*req),
             Outgoing::Queue(
                 QueueDispatcher::Create { req } | QueueDispatcher::Commit { req, .. },
             ) => Some(*req),
@@ -201,7 +207,6 @@ impl Session {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            self.deadline = Instant::now() + SESSION_TIMEOUT;
             let plain = match &mut self.tls {
                 None => buf[..n].to_vec(),
                 Some(t) => {
@@ -222,6 +227,14 @@ impl Session {
                     plain
                 }
             };
+            // The slow-client timeout: only a complete line (a command or
+            // a line of the message) or a sizeable read (BDAT chunks need
+            // no newline) restarts the clock, so a client that trickles a
+            // byte now and then, or stalls a TLS handshake, is closed
+            // SESSION_TIMEOUT after its last real progress.
+            if plain.contains(&b'\n') || plain.len() >= 1024 {
+                self.deadline = Instant::now() + SESSION_TIMEOUT;
+            }
             if !plain.is_empty() {
                 let ev = self.engine.input(&plain);
                 outgoing.extend(self.events(ev, next_req));
@@ -333,6 +346,15 @@ impl Session {
                 self.waiting = Waiting::None;
                 self.rcpts.clear();
                 Answer::Committed(Err(format!("451 4.3.0 {text}")))
+            }
+            Incoming::Sender(result) => {
+                self.waiting = Waiting::None;
+                Answer::Mail(match result {
+                    LookupResult::Ok => Ok(()),
+                    // OpenSMTPD's reply, with an enhanced code.
+                    LookupResult::PermFail => Err("530 5.7.1 Sender rejected".into()),
+                    LookupResult::TempFail => Err("451 4.3.0 Temporary failure".into()),
+                })
             }
             Incoming::Auth(ok) => {
                 self.waiting = Waiting::None;
@@ -484,6 +506,21 @@ impl Session {
                         Ok(_) => {
                             self.mail_from = path;
                             self.rcpts.clear();
+                            // `senders <table>`: lka checks that an
+                            // authenticated user may send as this address.
+                            if let (Some(user), Some(_)) =
+                                (self.engine.auth_user(), &self.view.opts.senders)
+                            {
+                                *next_req += 1;
+                                self.waiting = Waiting::Sender(*next_req);
+                                out.push(Outgoing::Lka(LkaDispatcher::Sender {
+                                    req: *next_req,
+                                    listener: self.listener,
+                                    user: user.to_string(),
+                                    sender: self.mail_from.clone(),
+                                }));
+                                continue;
+                            }
                             Answer::Mail(Ok(()))
                         }
                         Err(e) => {
@@ -582,6 +619,7 @@ pub enum Incoming {
     Committed(u32),
     CommitFailed(String),
     Auth(bool),
+    Sender(LookupResult),
 }
 
 /// The Date and Message-Id fields a message lacks.

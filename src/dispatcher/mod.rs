@@ -148,6 +148,7 @@ impl Dispatcher {
             Role::Lka => match f.decode::<LkaDispatcher>()? {
                 LkaDispatcher::RcptVerdict { req, verdict } => (req, Incoming::Verdict(verdict)),
                 LkaDispatcher::AuthResult { req, ok } => (req, Incoming::Auth(ok)),
+                LkaDispatcher::SenderResult { req, result } => (req, Incoming::Sender(result)),
                 other => return Err(msg::unexpected(Role::Lka, &other)),
             },
             Role::Queue => {

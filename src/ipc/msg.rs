@@ -218,6 +218,28 @@ pub enum LkaDispatcher {
         req: u64,
         ok: bool,
     },
+    /// dispatcher -> lka: may the authenticated `user` send as `sender`
+    /// (the listener's `senders` table)?
+    Sender {
+        req: u64,
+        listener: u32,
+        user: String,
+        sender: String,
+    },
+    /// lka -> dispatcher
+    SenderResult {
+        req: u64,
+        result: LookupResult,
+    },
+}
+
+/// The answer of a table lookup that can fail: found and allowed, not
+/// allowed, or the table could not be read (retry later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LookupResult {
+    Ok,
+    PermFail,
+    TempFail,
 }
 
 /// One accepted recipient, as the dispatcher hands it to the queue.
@@ -376,7 +398,14 @@ macro_rules! link_impl {
     };
 }
 
-link_impl!(LkaDispatcher { Rcpt => 0, RcptVerdict => 0, Auth => 0, AuthResult => 0 });
+link_impl!(LkaDispatcher {
+    Rcpt => 0,
+    RcptVerdict => 0,
+    Auth => 0,
+    AuthResult => 0,
+    Sender => 0,
+    SenderResult => 0
+});
 link_impl!(QueueDispatcher {
     Create => 0,
     Created => 1,

@@ -12,7 +12,7 @@ pub mod table;
 
 use crate::config::ast::{Method, TableSource};
 use crate::config::view::{LkaView, View};
-use crate::ipc::msg::{self, LkaDispatcher, Verdict};
+use crate::ipc::msg::{self, LkaDispatcher, LookupResult, Verdict};
 use crate::proc::Role;
 use crate::prologue::{serve, Setup};
 use crate::smtp::address::{self, Mailbox};
@@ -117,6 +117,33 @@ impl Lka {
     }
 }
 
+impl Lka {
+    /// `senders <table>`: is `sender` one of the addresses the table maps
+    /// the authenticated `user` to? As OpenSMTPD's lka_mailaddrmap: a user
+    /// not in the table may send as no one; an entry `@domain` allows any
+    /// user there, `user` any domain, `@` anything.
+    pub fn sender(&self, listener: u32, user: &str, sender: &str) -> LookupResult {
+        let Some(Some(tref)) = self.view.listener_senders.get(listener as usize) else {
+            return LookupResult::Ok;
+        };
+        let table = match self.tables.resolve(tref) {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("warn: lka: senders table: {e}");
+                return LookupResult::TempFail;
+            }
+        };
+        match table.sender_allowed(user, sender, self.view.sub_addr_delim) {
+            Ok(true) => LookupResult::Ok,
+            Ok(false) => LookupResult::PermFail,
+            Err(e) => {
+                log::warn!("warn: lka: senders lookup of {user}: {e}");
+                LookupResult::TempFail
+            }
+        }
+    }
+}
+
 /// Entry point after the prologue.
 pub fn run(setup: Setup) -> Result<(), String> {
     let View::Lka(view) = setup.view.get() else {
@@ -149,6 +176,15 @@ pub fn run(setup: Setup) -> Result<(), String> {
                     } => LkaDispatcher::AuthResult {
                         req,
                         ok: lka.auth(listener, &user, &password),
+                    },
+                    LkaDispatcher::Sender {
+                        req,
+                        listener,
+                        user,
+                        sender,
+                    } => LkaDispatcher::SenderResult {
+                        req,
+                        result: lka.sender(listener, &user, &sender),
                     },
                     other => return Err(msg::unexpected(Role::Dispatcher, &other)),
                 };

@@ -1220,6 +1220,7 @@ mod tests {
             table_files: vec![],
             local_addrs: vec![],
             listener_auth: vec![],
+            listener_senders: vec![],
         };
         let e = Ruleset::from_view(&view, &[]).unwrap_err();
         assert!(

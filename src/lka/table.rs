@@ -640,6 +640,32 @@ impl Table {
         self.get(key)
     }
 
+    /// `senders <table>` (a mailaddrmap): may the authenticated `user`
+    /// send as `sender`? The user's value lists addresses, separated by
+    /// commas or blanks, each matched as `mailaddr_match()` does; a user
+    /// without an entry may send as no one.
+    pub fn sender_allowed(
+        &self,
+        user: &str,
+        sender: &str,
+        delim: char,
+    ) -> Result<bool, TableError> {
+        let Some(value) = self.get(user)? else {
+            return Ok(false);
+        };
+        let sender = lookup_key(sender)?;
+        let Some(key) = split_mailaddr(&sender) else {
+            return Ok(false);
+        };
+        Ok(value
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|a| !a.is_empty())
+            .any(|a| {
+                let a = a.to_lowercase();
+                split_mailaddr(&a).is_some_and(|entry| mailaddr_match(key, entry, delim))
+            }))
+    }
+
     /// `userbase <table>`: `uid:gid:home` for a user, unparsed.
     pub fn lookup_userinfo(&self, user: &str) -> Result<Option<&str>, TableError> {
         self.get(user)
@@ -1014,6 +1040,27 @@ mod tests {
         ] {
             assert_eq!(p(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn senders_mailaddrmap() {
+        let t = Table::parse_file(
+            "senders",
+            "f",
+            b"joe joe@example.org, Joe.Alias@example.org\nann @example.net\nroot @\n",
+        )
+        .unwrap();
+        let ok = |u: &str, s: &str| t.sender_allowed(u, s, '+').unwrap();
+        assert!(ok("joe", "joe@example.org"));
+        assert!(ok("JOE", "joe.alias@EXAMPLE.org"));
+        assert!(ok("joe", "joe+tag@example.org"));
+        assert!(!ok("joe", "ann@example.org"));
+        assert!(!ok("joe", "joe@example.net"));
+        assert!(ok("ann", "anyone@example.net"));
+        assert!(!ok("ann", "anyone@example.org"));
+        assert!(ok("root", "x@y.example"));
+        assert!(ok("root", ""));
+        assert!(!ok("nobody", "nobody@example.org"), "no entry: no address");
     }
 
     #[test]
