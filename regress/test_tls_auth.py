@@ -187,3 +187,78 @@ def test_senders_table_limits_what_a_user_sends_as(tlsd):
     assert s.login("alice", "secret")[0] == 235
     assert s.mail("bob@example.org")[0] == 250, "no senders table on this listener"
     s.quit()
+
+
+@pytest.fixture(scope="module")
+def client_pki(tmp_path_factory):
+    """A CA, a client certificate it signed, and one nobody signed."""
+    d = tmp_path_factory.mktemp("client-pki")
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-nodes", "-days", "2", "-newkey", "rsa:2048", "-subj", "/CN=Regress CA",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    ext = d / "client.ext"
+    ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n")
+    run("req", "-nodes", "-newkey", "rsa:2048", "-subj", "/CN=client.regress",
+        "-keyout", "client.key", "-out", "client.csr")
+    run("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "client.ext", "-out", "client.crt")
+    run("req", "-x509", "-nodes", "-days", "2", "-newkey", "rsa:2048", "-subj", "/CN=stranger",
+        "-keyout", "stranger.key", "-out", "stranger.crt")
+    return d
+
+
+@pytest.fixture(scope="module")
+def verifyd(pki, client_pki, workroot):
+    conf = (
+        f'pki {HOST} cert "{pki["crt"]}"\n'
+        f'pki {HOST} key "{pki["key"]}"\n'
+        f'ca regressca cert "{client_pki / "ca.crt"}"\n'
+        f"listen on 127.0.0.1 port 465 smtps verify pki {HOST} ca regressca hostname {HOST}\n"
+        f"listen on 127.0.0.1 port 25 tls-require verify pki {HOST} ca regressca hostname {HOST}\n"
+        'action "local" mbox\n'
+        'match from any for local action "local"\n'
+    )
+    inst = h.Instance(os.path.join(workroot, "tls-verify"), conf, name="tls-verify")
+    inst.start()
+    yield inst
+    inst.stop()
+
+
+def client_ctx(client_pki, name):
+    ctx = insecure()
+    if name:
+        ctx.load_cert_chain(client_pki / f"{name}.crt", client_pki / f"{name}.key")
+    return ctx
+
+
+def test_verify_accepts_only_clients_with_a_certificate_from_the_ca(verifyd, client_pki):
+    """`smtps verify` and `tls-require verify`: a client certificate signed
+    by the listener's CA is required; the Received line says it was
+    verified (OpenSMTPD's YES)."""
+    with verifyd.netns():
+        s = smtplib.SMTP_SSL("127.0.0.1", 465, timeout=20, context=client_ctx(client_pki, "client"))
+    assert s.ehlo("client.regress")[0] == 250
+    assert s.sendmail("a@remote.example", ["root@localhost"], "Subject: verified\r\n\r\nx\r\n") == {}
+    s.quit()
+    msgs = [m for m, _ in queued(verifyd).values() if b"Subject: verified" in m]
+    assert len(msgs) == 1 and re.search(rb"\(TLSv1\.[23]:\S+:\d+:YES\)", msgs[0]), msgs
+    for name in [None, "stranger"]:
+        with pytest.raises((ssl.SSLError, ConnectionError, smtplib.SMTPServerDisconnected)):
+            with verifyd.netns():
+                s = smtplib.SMTP_SSL("127.0.0.1", 465, timeout=20, context=client_ctx(client_pki, name))
+            # TLS 1.3: the server's refusal may arrive with the first read.
+            s.ehlo("client.regress")
+    s = smtp(verifyd)
+    s.ehlo("client.regress")
+    assert s.starttls(context=client_ctx(client_pki, "client"))[0] == 220
+    assert s.ehlo("client.regress")[0] == 250
+    assert s.mail("a@remote.example")[0] == 250
+    s.quit()
+    s = smtp(verifyd)
+    s.ehlo("client.regress")
+    with pytest.raises((ssl.SSLError, ConnectionError, smtplib.SMTPServerDisconnected)):
+        s.starttls(context=client_ctx(client_pki, None))
+        s.ehlo("client.regress")

@@ -125,6 +125,8 @@ pub struct DispatcherView {
     pub common: Common,
     pub listeners: Vec<ListenerView>,
     pub certs: Vec<PkiCert>,
+    /// CAs for `verify` listeners (see [`client_ca_name`]).
+    pub client_cas: Vec<PkiCert>,
     pub max_mails: u64,
     pub max_rcpt: u64,
     pub max_message_size: u64,
@@ -134,6 +136,9 @@ pub struct DispatcherView {
 #[derive(Debug, Clone, Default)]
 pub struct Material {
     pub certs: Vec<PkiCert>,
+    /// CA certificates that client certificates are verified against
+    /// (`listen ... verify`), by the name the listener uses for them.
+    pub client_cas: Vec<PkiCert>,
     pub keys: Vec<PkiKey>,
     /// `file:` tables' contents, by name.
     pub table_files: Vec<(String, Vec<u8>)>,
@@ -163,6 +168,14 @@ pub fn read_material(cfg: &Config) -> Result<Material, String> {
             key_pem: read(&p.key, "key")?,
         });
     }
+    for l in &cfg.listens {
+        if let Some(name) = client_ca_name(&l.opts) {
+            if !m.client_cas.iter().any(|c| c.name == name) {
+                let cert_pem = read_client_ca(cfg, &name)?;
+                m.client_cas.push(PkiCert { name, cert_pem });
+            }
+        }
+    }
     for t in &cfg.tables {
         if let super::ast::TableSource::Backend { backend, path } = &t.source {
             if backend == "file" {
@@ -173,6 +186,45 @@ pub fn read_material(cfg: &Config) -> Result<Material, String> {
     }
     m.local_addrs = crate::sys::ifaddrs::all().map_err(|e| format!("interface addresses: {e}"))?;
     Ok(m)
+}
+
+/// The system's CA bundle: where a listener's `verify` looks without a
+/// `ca` of its own.
+pub const SYSTEM_CA_FILE: &str = if cfg!(target_os = "openbsd") {
+    "/etc/ssl/cert.pem"
+} else {
+    "/etc/ssl/certs/ca-certificates.crt"
+};
+
+/// The CA a `verify` listener checks client certificates against: its
+/// `ca NAME` option, else the CA named like its first pki (OpenSMTPD's
+/// pairing of `pki NAME` and `ca NAME`), else "" for the system bundle.
+/// None when the listener does not verify.
+pub fn client_ca_name(opts: &ListenOpts) -> Option<String> {
+    use super::ast::TlsMode;
+    let verify = matches!(
+        opts.tls,
+        Some(TlsMode::Require { verify: true } | TlsMode::Smtps { verify: true })
+    );
+    if !verify {
+        return None;
+    }
+    Some(
+        opts.ca
+            .clone()
+            .or_else(|| opts.pki.first().cloned())
+            .unwrap_or_default(),
+    )
+}
+
+fn read_client_ca(cfg: &Config, name: &str) -> Result<Vec<u8>, String> {
+    let path = cfg
+        .cas
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|c| c.cert.clone())
+        .unwrap_or_else(|| SYSTEM_CA_FILE.to_string());
+    std::fs::read(&path).map_err(|e| format!("ca {name}: {path}: {e}"))
 }
 
 /// A `file:` table's bytes, bounded.
@@ -241,6 +293,7 @@ pub fn for_role(
             common,
             listeners: listeners.to_vec(),
             certs: material.certs.clone(),
+            client_cas: material.client_cas.clone(),
             max_mails: s.max_mails,
             max_rcpt: s.max_rcpt,
             max_message_size: s.max_message_size,

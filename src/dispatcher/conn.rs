@@ -666,7 +666,14 @@ fn tls_info(t: &ServerConnection) -> Option<String> {
         _ => "TLS",
     };
     let name = suite.suite().as_str().unwrap_or("unknown");
-    Some(format!("{version}:{name}:256:NO"))
+    // As OpenSMTPD: YES when the client's certificate was verified (only
+    // `verify` listeners ask for one, and they refuse any that fails).
+    let verified = if t.peer_certificates().is_some() {
+        "YES"
+    } else {
+        "NO"
+    };
+    Some(format!("{version}:{name}:256:{verified}"))
 }
 
 /// "Sun, 29 Nov 2026 10:47:50 +0000": UTC, computed without tz files

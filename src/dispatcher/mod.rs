@@ -15,7 +15,7 @@ pub mod headers;
 pub mod tls;
 
 use crate::config::ast::{AuthMode, TlsMode};
-use crate::config::view::{DispatcherView, ListenerView, View};
+use crate::config::view::{client_ca_name, DispatcherView, ListenerView, View};
 use crate::event::{Loop, Ready};
 use crate::ipc::msg::{self, DispatcherCa, LkaDispatcher, QueueDispatcher};
 use crate::proc::Role;
@@ -391,7 +391,17 @@ fn tls_configs(
             if l.opts.tls.is_none() {
                 return Ok(None);
             }
-            tls::server_config(&l.opts.pki, &certs, keys, ca)
+            let client_ca = match client_ca_name(&l.opts) {
+                None => None,
+                Some(name) => Some(
+                    view.client_cas
+                        .iter()
+                        .find(|c| c.name == name)
+                        .map(|c| c.cert_pem.as_slice())
+                        .ok_or(format!("listener {}: no CA certificate {name:?}", l.addr))?,
+                ),
+            };
+            tls::server_config(&l.opts.pki, &certs, keys, ca, client_ca)
                 .map(Some)
                 .map_err(|e| format!("listener {}: {e}", l.addr))
         })

@@ -139,6 +139,7 @@ pub fn server_config(
     certs: &[(String, Vec<u8>)],
     infos: &[KeyInfo],
     ca: &Arc<CaClient>,
+    client_ca: Option<&[u8]>,
 ) -> Result<Arc<ServerConfig>, String> {
     let mut keys = Vec::new();
     for pki in pkis {
@@ -173,12 +174,36 @@ pub fn server_config(
         ));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni { keys }));
-    Ok(Arc::new(cfg))
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(pem) => builder.with_client_cert_verifier(client_verifier(pem, provider)?),
+    };
+    Ok(Arc::new(
+        builder.with_cert_resolver(Arc::new(BySni { keys })),
+    ))
+}
+
+/// `verify`: a client must present a certificate that chains to one of
+/// the CA certificates in `pem` (webpki's checks: validity dates, key
+/// usage for client authentication, signatures) or the handshake fails.
+fn client_verifier(
+    pem: &[u8],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("client CA: {e}"))?;
+        roots.add(cert).map_err(|e| format!("client CA: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("client CA: no certificate in file".into());
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| format!("client CA: {e}"))
 }
 
 /// Read certificate PEM blobs as the view carries them.
@@ -340,6 +365,7 @@ mod tests {
                 &certs,
                 &infos,
                 &ca,
+                None,
             )
             .unwrap();
             let mut server = ServerConnection::new(cfg).unwrap();
