@@ -10,6 +10,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod maildir;
+pub mod mbox;
+pub mod mda;
+pub mod message;
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
 use std::path::PathBuf;
 
 /// How one delivery attempt ended. Temporary failures are retried by the

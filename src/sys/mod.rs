@@ -5,6 +5,7 @@
 pub mod fdpass;
 pub mod fsync;
 pub mod ifaddrs;
+pub mod lock;
 pub mod pledge;
 pub mod privdrop;
 pub mod process;
