@@ -10,6 +10,7 @@
 //! - `config`: smtpd.conf and the per-role views sent to each process.
 //! - `smtp`: the SMTP protocol engine and mail addresses, without I/O.
 //! - `spool`: the on-disk queue format and its durable commit.
+//! - `bounce`: the delivery status notifications sent back to senders.
 //! - `event`: the mio loop, timers and signals.
 //! - `log`: OpenSMTPD-style `key=value` lines to syslog or stderr.
 //! - `sys`: the only module allowed `unsafe`: system calls std lacks.
@@ -22,6 +23,7 @@
 #[allow(unsafe_code)]
 pub mod sys;
 
+pub mod bounce;
 pub mod ca;
 pub mod config;
 pub mod control;

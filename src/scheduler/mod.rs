@@ -1,9 +1,13 @@
 //! The scheduler role: decides when each envelope is tried again. Pledged
 //! to "stdio" alone, chrooted in /var/empty. Today it learns of every
 //! committed (or recovered) envelope from the queue and keeps the set;
-//! retries, expiry and bounces come with the delivery issue.
+//! retries, expiry and bounces come with the delivery issue. Their pure
+//! logic (backoff, due and expired envelopes, delay notices, the smtpctl
+//! operations) is [`schedule::Schedule`], which the role loop will own.
 
 #![forbid(unsafe_code)]
+
+pub mod schedule;
 
 use crate::ipc::msg::{self, QueueScheduler};
 use crate::proc::Role;
