@@ -6,7 +6,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod aliases;
 pub mod auth;
+pub mod expand;
+pub mod forward;
 pub mod policy;
 pub mod table;
 

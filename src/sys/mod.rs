@@ -6,6 +6,7 @@ pub mod fdpass;
 pub mod fsync;
 pub mod ifaddrs;
 pub mod lock;
+pub mod openat;
 pub mod pledge;
 pub mod privdrop;
 pub mod process;
