@@ -6,8 +6,8 @@ For each daemon (runs interleaved; with --runs N the median of N is shown):
     fresh spool and /var/run (nslib: `unshare -mn`, lo up, a temp dir in
     --dir bind-mounted over /var/spool/smtpd and /var/run). Both daemons get
     `listen on 127.0.0.1 port 25`, one mbox action and `match from local for
-    local`. OpenSMTPD is started with `-P mda` (local deliveries paused), so
-    it only accepts and queues, like ours, which does not deliver yet;
+    local`. Both are started with `-P mda` (local deliveries paused), so
+    they only accept and queue;
   - the spool's file system (--fs): by default ("image") a fresh ext4 for
     every run, made by mkfs.ext4 with its defaults (so journaled, as a
     spool's file system would be) on a loop device with direct I/O over one
@@ -1121,8 +1121,8 @@ def main():
 
     daemons = []
     for name, binary, extra in (
-        ("smtpd-rs", args.ours, []),
-        # Local deliveries paused: OpenSMTPD only accepts and queues.
+        # Local deliveries paused: both only accept and queue.
+        ("smtpd-rs", args.ours, ["-P", "mda"]),
         (opensmtpd_version(), args.opensmtpd, ["-P", "mda"]),
     ):
         if not os.access(binary, os.X_OK):

@@ -41,6 +41,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 ROLES = ("control", "lka", "queue", "scheduler", "dispatcher", "ca")
+# The parent's children: the sandboxed roles, and the delivery runner it
+# starts before pledging (root, unsandboxed: it becomes each user).
+CHILDREN = ROLES + ("delivery",)
 
 USER_SMTPD = "_smtpd"
 USER_SMTPQ = "_smtpq"
@@ -330,14 +333,16 @@ _live_lock = threading.Lock()
 
 # $1: the spool directory to bind; $2: "-", or a size for a tmpfs spool of
 # that size instead (the disk-full tests), seen from outside through
-# /proc/PARENT/root/var/spool/smtpd.
+# /proc/PARENT/root/var/spool/smtpd; $3: more binds, "SRC:DST SRC:DST"
+# ("-" for none): the delivery tests' private /var/mail and /home.
 _NS_SCRIPT = (
     'set -e\n'
     'mount -t tmpfs -o mode=0755 tmpfs /var/run\n'
     'mount --bind "$1" /var/spool/smtpd\n'
     'if [ "$2" != - ]; then mount -t tmpfs -o "size=$2,mode=0711" tmpfs /var/spool/smtpd; fi\n'
+    'if [ "$3" != - ]; then for b in $3; do mount --bind "${b%%:*}" "${b#*:}"; done; fi\n'
     'ip link set lo up\n'
-    'shift 2\n'
+    'shift 3\n'
     'exec "$@"\n'
 )
 
@@ -348,7 +353,8 @@ class Instance:
     Always call stop() (fixtures do it in a finalizer): it kills every
     process the instance ever had, whatever state the test left it in."""
 
-    def __init__(self, workdir, config, name="smtpd", verbose=True, args=(), spool=None, spool_size=None):
+    def __init__(self, workdir, config, name="smtpd", verbose=True, args=(), spool=None, spool_size=None,
+                 binds=(), deliver=False):
         self.workdir = Path(workdir)
         self.name = name
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -364,7 +370,10 @@ class Instance:
         self.log_path = self.workdir / "smtpd.log"
         self.bin = smtpd_bin()
         self.verbose = verbose
-        self.args = list(args)
+        # Local deliveries stay paused (OpenSMTPD's -P mda) unless a test
+        # delivers: the receive tests read what the queue holds, and no
+        # test writes to the host's own mailboxes.
+        self.args = ([] if deliver else ["-P", "mda"]) + list(args)
         self.proc = None
         self.parent = None
         self.tree = {}  # pid -> starttime of every process seen in the tree
@@ -377,6 +386,7 @@ class Instance:
         self._reader = None
         self._logfile = None
         self.connects = 0  # sessions opened by connect()
+        self.binds = [(str(a), str(b)) for a, b in binds]
 
     # ---- start
 
@@ -384,7 +394,8 @@ class Instance:
         argv = [
             "unshare", "--mount", "--net", "--propagation", "private", "--fork",
             "--", "/bin/sh", "-c", _NS_SCRIPT, "sh", str(self.spool),
-            self.spool_size or "-", str(self.bin), "-d",
+            self.spool_size or "-", " ".join(f"{a}:{b}" for a, b in self.binds) or "-",
+            str(self.bin), "-d",
         ]
         if self.verbose:
             argv.append("-v")

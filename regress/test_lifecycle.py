@@ -110,7 +110,7 @@ def test_sighup_is_ignored(instances):
     offset = d.log_size()
     d.signal_parent(signal.SIGHUP)
     d.wait_log(r"info: .*SIGHUP", since=offset)
-    # Still the same seven processes, still answering.
+    # Still the same eight processes, still answering.
     c = h.Client(d.connect())
     try:
         assert c.line().startswith("220 ")
@@ -118,7 +118,7 @@ def test_sighup_is_ignored(instances):
         c.close()
     gone = [pid for pid, st in before.items() if not h.alive(pid, st)]
     assert not gone, f"processes gone after SIGHUP: {gone}"
-    assert sorted(d.role_pids()) == sorted(ROLES)
+    assert sorted(d.role_pids()) == sorted(h.CHILDREN)
     assert d.proc.poll() is None
     assert not _lost_lines(d)
     # And it still stops cleanly.
@@ -147,7 +147,7 @@ def test_two_instances_run_independently(instances):
     b.record_tree()
     assert a.net_id != b.net_id and a.mnt_id != b.mnt_id
     assert not set(a.tree) & set(b.tree)
-    assert sorted(a.role_pids()) == sorted(b.role_pids()) == sorted(ROLES)
+    assert sorted(a.role_pids()) == sorted(b.role_pids()) == sorted(h.CHILDREN)
 
     # Each one's port 25 is its own: each log shows its own session only.
     for inst in (a, b):

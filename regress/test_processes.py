@@ -20,15 +20,15 @@ ROLES = h.ROLES
 # ---------------------------------------------------------------- the tree
 
 
-def test_seven_processes_with_role_titles(daemon):
+def test_roles_and_the_delivery_runner_with_titles(daemon):
     kids = h.children(daemon.parent)
     titles = {}
     for kid in kids:
         title, only_nuls = h.proctitle(kid)
         assert only_nuls, f"pid {kid}: cmdline has more than a title: {h.read_cmdline(kid)!r}"
         titles[kid] = title
-    assert sorted(titles.values()) == sorted(f"smtpd: {r}" for r in ROLES), titles
-    assert len(kids) == 6, f"the parent has {len(kids)} children: {titles}"
+    assert sorted(titles.values()) == sorted(f"smtpd: {r}" for r in h.CHILDREN), titles
+    assert len(kids) == 7, f"the parent has {len(kids)} children: {titles}"
     # unshare's only child is the parent: no stray process in between.
     assert h.children(daemon.proc.pid) == [daemon.parent]
 
@@ -40,8 +40,8 @@ def test_roles_have_no_children(daemon):
 
 
 def test_every_process_is_in_the_instance_namespaces(daemon):
-    """Exactly the parent and its six roles (plus unshare) live in the
-    instance's namespaces."""
+    """Exactly the parent, its six roles and the delivery runner (plus
+    unshare) live in the instance's namespaces."""
     expected = {daemon.parent, daemon.proc.pid} | set(h.children(daemon.parent))
     assert daemon.ns_pids() == expected
 

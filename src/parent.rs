@@ -8,7 +8,10 @@
 use crate::config::ast::{Family, ListenOn, TlsMode};
 use crate::config::{self, view, Config};
 use crate::event::Loop;
-use crate::ipc::msg::{FromParent, ToParent};
+use crate::ipc::msg::{
+    DeliveryOutcome, FromParent, FromRunner, LocalJob, LocalMethod, LocalRequest, ToParent,
+    ToRunner,
+};
 use crate::ipc::{frame, Channel, IpcError};
 use crate::proc::{self, Role, ROLES};
 use crate::sys::{self, process::Exit};
@@ -40,6 +43,9 @@ pub struct Opts {
     pub defines: Vec<(String, String)>,
     /// argv[0], to re-exec ourselves where the kernel can't tell us.
     pub argv0: String,
+    /// -P mda, -P mta: start with those deliveries paused.
+    pub pause_mda: bool,
+    pub pause_mta: bool,
 }
 
 struct Child {
@@ -64,7 +70,9 @@ pub fn run(opts: Opts) -> i32 {
     for w in &loaded.warnings {
         eprintln!("{w}: warning");
     }
-    let cfg = loaded.config;
+    let mut cfg = loaded.config;
+    cfg.settings.pause_mda = opts.pause_mda;
+    cfg.settings.pause_mta = opts.pause_mta;
     if opts.check_only {
         if opts.verbose {
             print!("{}", config::print::print(&cfg));
@@ -127,7 +135,7 @@ pub fn run(opts: Opts) -> i32 {
     sys::pledge::unveil(&[]).unwrap_or_else(|e| fatal!("unveil: {e}"));
     sys::pledge::pledge(proc::PARENT_PROMISES).unwrap_or_else(|e| fatal!("pledge: {e}"));
     let started = Instant::now();
-    match supervise(&mut children, &signals, started) {
+    match supervise(&mut children, &signals, started, &cfg, &hostname) {
         Ok(()) => shutdown(&mut children, 0),
         Err(code) => shutdown(&mut children, code),
     }
@@ -305,12 +313,85 @@ fn start_roles(
         }
         children.push(child);
     }
+    // The delivery runner: started now, while the parent is unsandboxed,
+    // so that it keeps root to become each user (see delivery::runner).
+    let (ours, theirs) =
+        sys::fdpass::seqpacket_pair().unwrap_or_else(|e| fatal!("socketpair: {e}"));
+    let role = Role::Delivery;
+    let pid = proc::spawn(exe, role, opts.debug, opts.verbose, theirs.as_fd(), None)
+        .unwrap_or_else(|e| fatal!("cannot start {role}: {e}"));
+    drop(theirs);
+    let chan = Channel::new(ours, role).unwrap_or_else(|e| fatal!("{role} channel: {e}"));
+    children.push(Child {
+        role,
+        pid,
+        chan,
+        // It has no sandbox to set up and no handshake.
+        ready: true,
+        exited: None,
+    });
     children
+}
+
+/// Turn the queue's request into a job for the runner: the method comes
+/// from our own config, by the action's name; the user from the action's
+/// `user` option or the destination's local part (without its
+/// sub-address).
+fn local_job(cfg: &Config, hostname: &str, req: LocalRequest) -> Result<LocalJob, String> {
+    let action = cfg
+        .actions
+        .iter()
+        .find(|a| a.name == req.action)
+        .ok_or_else(|| format!("no action {:?}", req.action))?;
+    let method = match &action.method {
+        config::ast::Method::Mbox => LocalMethod::Mbox,
+        config::ast::Method::Maildir { path, junk } => LocalMethod::Maildir {
+            path: path.clone(),
+            junk: *junk,
+        },
+        config::ast::Method::Mda(command) => LocalMethod::Mda {
+            command: command.clone(),
+        },
+        config::ast::Method::Lmtp { dest, rcpt_to } => LocalMethod::Lmtp {
+            dest: dest.clone(),
+            rcpt_to: *rcpt_to,
+        },
+        _ => return Err(format!("action {:?} does not deliver locally", req.action)),
+    };
+    let user = match &action.local.user {
+        Some(u) => u.clone(),
+        None => {
+            let local = req
+                .dest
+                .rsplit_once('@')
+                .map_or(req.dest.as_str(), |(l, _)| l);
+            let delim = cfg.settings.sub_addr_delim;
+            local.split(delim).next().unwrap_or(local).to_lowercase()
+        }
+    };
+    if user.is_empty() || user.starts_with('-') || user.contains(['/', '\0']) {
+        return Err(format!("no valid local user in {:?}", req.dest));
+    }
+    Ok(LocalJob {
+        id: req.id,
+        user,
+        method,
+        sender: req.sender,
+        rcpt: req.rcpt,
+        dest: req.dest,
+        hostname: hostname.to_string(),
+    })
 }
 
 /// Wait for every role's Ready, then watch them until a signal or a death.
 /// Ok(()) is an orderly stop; Err(code) a failure.
-fn supervise(children: &mut [Child], signals: &OwnedFd, started: Instant) -> Result<(), i32> {
+fn supervise(
+    children: &mut [Child],
+    signals: &OwnedFd,
+    started: Instant,
+    cfg: &Config,
+    hostname: &str,
+) -> Result<(), i32> {
     let mut lp = Loop::new().unwrap_or_else(|e| fatal!("event loop: {e}"));
     for (i, c) in children.iter().enumerate() {
         lp.watch(c.chan.raw_fd(), Token(i), false)
@@ -349,31 +430,36 @@ fn supervise(children: &mut [Child], signals: &OwnedFd, started: Instant) -> Res
             let Some(c) = children.get_mut(r.token.0) else {
                 continue;
             };
-            loop {
-                match c.chan.recv::<ToParent>() {
-                    Ok(None) => break,
-                    Ok(Some(m)) => match m.msg {
-                        ToParent::Ready { role } if role == c.role && !c.ready => c.ready = true,
-                        other => {
-                            log::warn!(
-                                "warn: {} channel: unexpected {:?}; shutting down",
-                                c.role,
-                                other
-                            );
-                            return Err(1);
-                        }
-                    },
-                    // A closed channel means the child is exiting: SIGCHLD
-                    // tells how. Stop watching it meanwhile.
-                    Err(IpcError::Closed) => {
-                        let _ = lp.unwatch(c.chan.raw_fd());
-                        break;
-                    }
-                    Err(e) => {
-                        log::warn!("warn: {} channel: {e}; shutting down", c.role);
-                        return Err(1);
-                    }
+            if r.writable {
+                if let Err(e) = c.chan.flush() {
+                    log::warn!("warn: {} channel: {e}; shutting down", c.role);
+                    return Err(1);
                 }
+            }
+            let mut out = Vec::new();
+            let received = if c.role == Role::Delivery {
+                receive_runner(c, &mut out)
+            } else {
+                receive_role(c, all_ready, cfg, hostname, &mut out)
+            };
+            match received {
+                Ok(true) => {}
+                // A closed channel means the child is exiting: SIGCHLD
+                // tells how. Stop watching it meanwhile.
+                Ok(false) => {
+                    let _ = lp.unwatch(c.chan.raw_fd());
+                }
+                Err(e) => {
+                    log::warn!("warn: {} channel: {e}; shutting down", c.role);
+                    return Err(1);
+                }
+            }
+            for (to, m, fds) in out {
+                send_to(children, &lp, to, m, fds)?;
+            }
+            let c = &children[r.token.0];
+            if c.exited.is_none() {
+                let _ = lp.rewatch(c.chan.raw_fd(), r.token, c.chan.wants_write());
             }
         }
         if !all_ready {
@@ -397,6 +483,93 @@ fn supervise(children: &mut [Child], signals: &OwnedFd, started: Instant) -> Res
     }
 }
 
+/// A message the parent passes on: to the runner or to a role.
+enum Relay {
+    Runner(ToRunner),
+    Role(FromParent),
+}
+
+/// Read a role's channel: its Ready, and the queue's delivery requests,
+/// passed on as runner jobs. Ok(false) when the channel closed.
+fn receive_role(
+    c: &mut Child,
+    all_ready: bool,
+    cfg: &Config,
+    hostname: &str,
+    out: &mut Vec<(Role, Relay, Vec<OwnedFd>)>,
+) -> Result<bool, String> {
+    loop {
+        let m = match c.chan.recv::<ToParent>() {
+            Ok(None) => return Ok(true),
+            Ok(Some(m)) => m,
+            Err(IpcError::Closed) => return Ok(false),
+            Err(e) => return Err(e.to_string()),
+        };
+        match m.msg {
+            ToParent::Ready { role } if role == c.role && !c.ready => c.ready = true,
+            ToParent::Deliver(req) if c.role == Role::Queue && all_ready => {
+                let id = req.id;
+                match local_job(cfg, hostname, req) {
+                    Ok(job) => out.push((Role::Delivery, Relay::Runner(ToRunner::Run(job)), m.fds)),
+                    Err(e) => {
+                        let outcome = DeliveryOutcome::PermFail(format!("550 5.1.1 {e}"));
+                        let done = FromParent::DeliveryDone { id, outcome };
+                        out.push((Role::Queue, Relay::Role(done), Vec::new()));
+                    }
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unexpected {}",
+                    crate::ipc::msg::Message::name(&other)
+                ))
+            }
+        }
+    }
+}
+
+/// Read the runner's channel: each finished delivery goes to the queue.
+fn receive_runner(
+    c: &mut Child,
+    out: &mut Vec<(Role, Relay, Vec<OwnedFd>)>,
+) -> Result<bool, String> {
+    loop {
+        match c.chan.recv::<FromRunner>() {
+            Ok(None) => return Ok(true),
+            Ok(Some(m)) => match m.msg {
+                FromRunner::Done { id, outcome } => {
+                    let done = FromParent::DeliveryDone { id, outcome };
+                    out.push((Role::Queue, Relay::Role(done), Vec::new()));
+                }
+            },
+            Err(IpcError::Closed) => return Ok(false),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+fn send_to(
+    children: &mut [Child],
+    lp: &Loop,
+    to: Role,
+    m: Relay,
+    fds: Vec<OwnedFd>,
+) -> Result<(), i32> {
+    let Some((i, c)) = children.iter_mut().enumerate().find(|(_, c)| c.role == to) else {
+        return Ok(());
+    };
+    let sent = match &m {
+        Relay::Runner(m) => c.chan.send(m, fds),
+        Relay::Role(m) => c.chan.send(m, fds),
+    };
+    if let Err(e) = sent {
+        log::warn!("warn: {to} channel: {e}; shutting down");
+        return Err(1);
+    }
+    let _ = lp.rewatch(c.chan.raw_fd(), Token(i), c.chan.wants_write());
+    Ok(())
+}
+
 /// Collect exited children; any role's death stops the daemon.
 fn reap(children: &mut [Child]) -> Result<(), i32> {
     let mut lost = false;
@@ -417,7 +590,11 @@ fn reap(children: &mut [Child]) -> Result<(), i32> {
 /// Ask every live role to exit, wait a little, kill what is left.
 fn shutdown(children: &mut [Child], code: i32) -> i32 {
     for c in children.iter_mut().filter(|c| c.exited.is_none()) {
-        let _ = c.chan.send(&FromParent::Shutdown, Vec::new());
+        let _ = if c.role == Role::Delivery {
+            c.chan.send(&ToRunner::Shutdown, Vec::new())
+        } else {
+            c.chan.send(&FromParent::Shutdown, Vec::new())
+        };
     }
     let deadline = Instant::now() + STOP_GRACE;
     while children.iter().any(|c| c.exited.is_none()) && Instant::now() < deadline {

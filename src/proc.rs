@@ -27,6 +27,9 @@ pub enum Role {
     Scheduler,
     Dispatcher,
     Ca,
+    /// Not a sandboxed role and not in `ROLES`: the parent's delivery
+    /// runner (`delivery::runner`), which stays root to become users.
+    Delivery,
 }
 
 impl Role {
@@ -40,6 +43,7 @@ impl Role {
             Role::Scheduler => "scheduler",
             Role::Dispatcher => "dispatcher",
             Role::Ca => "ca",
+            Role::Delivery => "delivery",
         }
     }
 
@@ -73,9 +77,11 @@ pub const SPOOL_DIR: &str = "/var/spool/smtpd";
 /// The parent's promises once every role is started: it only watches its
 /// children (wait, kill) and talks to them on channels it holds. OpenSMTPD's
 /// parent keeps "stdio rpath wpath cpath fattr getpw sendfd proc exec id
-/// inet chown unix" for deliveries; ours widens only when the delivery
-/// issue needs it, and says why here.
-pub const PARENT_PROMISES: &[Promise] = &[Stdio, Proc];
+/// inet chown unix" for deliveries. Ours adds only recvfd and sendfd: it
+/// passes each message file from the queue to the delivery runner, which
+/// it started before pledging and which does the deliveries as the users
+/// (`delivery::runner`).
+pub const PARENT_PROMISES: &[Promise] = &[Stdio, Proc, Recvfd, Sendfd];
 
 /// One row of the role table.
 #[derive(Debug)]

@@ -142,7 +142,7 @@ pub fn run(role: Role, opts: ChildOpts) -> ! {
         Role::Scheduler => crate::scheduler::run(setup),
         Role::Dispatcher => crate::dispatcher::run(setup),
         Role::Ca => crate::ca::run(setup),
-        Role::Parent => fatal!("parent is not a child role"),
+        Role::Parent | Role::Delivery => fatal!("{role} is not a sandboxed role"),
     };
     match result {
         Ok(()) => std::process::exit(0),
@@ -267,6 +267,8 @@ pub enum LinkEvent {
     None,
     /// The parent asked us to exit.
     Shutdown,
+    /// Messages from the parent for the role (the queue's delivery outcomes).
+    Parent(Vec<FromParent>),
 }
 
 impl Links {
@@ -304,17 +306,38 @@ impl Links {
     /// it did; the role then shuts down (the parent sees it and stops all).
     pub fn handle(&mut self, lp: &Loop, r: &Ready) -> Result<LinkEvent, String> {
         if r.token == PARENT {
-            // After start the parent sends one thing only: Shutdown.
-            return match self.parent.recv::<FromParent>() {
-                Ok(None) => Ok(LinkEvent::None),
-                Ok(Some(m)) if m.msg == FromParent::Shutdown => Ok(LinkEvent::Shutdown),
-                Ok(Some(m)) => Err(format!(
-                    "parent channel: unexpected {}",
-                    msg::Message::name(&m.msg)
-                )),
-                Err(IpcError::Closed) => Err("lost parent".into()),
-                Err(e) => Err(format!("parent channel: {e}")),
-            };
+            if r.writable {
+                self.parent
+                    .flush()
+                    .map_err(|e| format!("parent channel: {e}"))?;
+            }
+            // After start the parent sends Shutdown, and to the queue the
+            // outcome of each local delivery.
+            let mut got = Vec::new();
+            loop {
+                match self.parent.recv::<FromParent>() {
+                    Ok(None) => break,
+                    Ok(Some(m)) if m.msg == FromParent::Shutdown => return Ok(LinkEvent::Shutdown),
+                    Ok(Some(m)) if matches!(m.msg, FromParent::DeliveryDone { .. }) => {
+                        got.push(m.msg)
+                    }
+                    Ok(Some(m)) => {
+                        return Err(format!(
+                            "parent channel: unexpected {}",
+                            msg::Message::name(&m.msg)
+                        ))
+                    }
+                    Err(IpcError::Closed) => return Err("lost parent".into()),
+                    Err(e) => return Err(format!("parent channel: {e}")),
+                }
+            }
+            lp.rewatch(self.parent.raw_fd(), PARENT, self.parent.wants_write())
+                .map_err(|e| format!("parent channel: {e}"))?;
+            return Ok(if got.is_empty() {
+                LinkEvent::None
+            } else {
+                LinkEvent::Parent(got)
+            });
         }
         let i = r.token.0 - 1;
         let me = self.me;
@@ -383,6 +406,20 @@ impl Links {
         std::mem::take(&mut self.inbox)
     }
 
+    /// Send `m` to the parent (the queue's delivery requests).
+    pub fn send_parent(
+        &mut self,
+        lp: &Loop,
+        m: &ToParent,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), String> {
+        self.parent
+            .send(m, fds)
+            .map_err(|e| format!("parent channel: {e}"))?;
+        lp.rewatch(self.parent.raw_fd(), PARENT, self.parent.wants_write())
+            .map_err(|e| format!("parent channel: {e}"))
+    }
+
     /// Send `msg` to `peer`, watching for room if the socket is full.
     pub fn send<M: msg::Message>(
         &mut self,
@@ -448,6 +485,14 @@ pub trait Service {
     /// them as one batch).
     fn frames(&mut self, links: &mut Links, lp: &Loop, frames: Vec<Frame>) -> Result<(), String>;
 
+    /// Messages from the parent (only the queue gets any).
+    fn parent(&mut self, _links: &mut Links, _lp: &Loop, m: Vec<FromParent>) -> Result<(), String> {
+        Err(format!(
+            "parent channel: unexpected {}",
+            msg::Message::name(&m[0])
+        ))
+    }
+
     /// Readiness of a descriptor the role registered itself.
     fn ready(&mut self, _links: &mut Links, _lp: &Loop, r: &Ready) -> Result<(), String> {
         Err(format!("event for unknown token {}", r.token.0))
@@ -475,8 +520,10 @@ pub fn run_service(links: Links, service: &mut impl Service) -> Result<(), Strin
     loop {
         for r in lp.wait(service.deadline()).map_err(|e| e.to_string())? {
             if links.owns(r.token) {
-                if links.handle(&lp, &r)? == LinkEvent::Shutdown {
-                    return Ok(());
+                match links.handle(&lp, &r)? {
+                    LinkEvent::Shutdown => return Ok(()),
+                    LinkEvent::Parent(m) => service.parent(&mut links, &lp, m)?,
+                    LinkEvent::None => {}
                 }
             } else {
                 service.ready(&mut links, &lp, &r)?;

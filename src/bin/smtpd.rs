@@ -17,6 +17,7 @@ fn main() {
         ..Opts::default()
     };
     let mut role: Option<Role> = None;
+    let mut delivery = false;
     let mut i = 1;
     while i < args.len() {
         let arg = &args[i];
@@ -44,6 +45,7 @@ fn main() {
                     };
                     match c {
                         'f' => opts.config = value,
+                        'x' if value == Role::Delivery.name() => delivery = true,
                         'x' => {
                             role = Some(Role::child_from_name(&value).unwrap_or_else(|| usage()))
                         }
@@ -56,7 +58,15 @@ fn main() {
                                 std::process::exit(1)
                             }
                         },
-                        'P' => unsupported("-P (pausing comes with the queue issues)"),
+                        'P' => match value.as_str() {
+                            "mda" => opts.pause_mda = true,
+                            "mta" => opts.pause_mta = true,
+                            "smtp" => unsupported("-P smtp"),
+                            _ => {
+                                eprintln!("smtpd: invalid system specified: {value}");
+                                std::process::exit(1)
+                            }
+                        },
                         _ => {} // -T trace: accepted; tracing is not implemented, -v logs more.
                     }
                     break;
@@ -64,6 +74,9 @@ fn main() {
                 _ => usage(),
             }
         }
+    }
+    if delivery {
+        smtpd::delivery::runner::run(opts.debug, opts.verbose);
     }
     if let Some(role) = role {
         prologue::run(

@@ -329,6 +329,10 @@ pub struct Settings {
     pub max_rcpt: u64,
     pub max_message_size: u64,
     pub sub_addr_delim: char,
+    /// `smtpd -P mda` / `-P mta`: start with local deliveries or relaying
+    /// paused (never from the file).
+    pub pause_mda: bool,
+    pub pause_mta: bool,
     pub mta_max_deferred: u64,
     pub srs_key: Option<String>,
     pub srs_key_backup: Option<String>,
@@ -351,6 +355,8 @@ impl Default for Settings {
             max_rcpt: 1000,
             max_message_size: 35 * 1024 * 1024,
             sub_addr_delim: '+',
+            pause_mda: false,
+            pause_mta: false,
             mta_max_deferred: 100,
             srs_key: None,
             srs_key_backup: None,

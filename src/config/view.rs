@@ -89,6 +89,9 @@ pub struct QueueView {
 pub struct SchedulerView {
     pub common: Common,
     pub queue: QueueSettings,
+    /// `-P mda`, `-P mta`: those deliveries start paused.
+    pub pause_mda: bool,
+    pub pause_mta: bool,
 }
 
 /// A pki's private key, for ca only.
@@ -261,7 +264,7 @@ pub fn for_role(
         compression: s.queue_compression,
     };
     Some(match role {
-        Role::Parent => return None,
+        Role::Parent | Role::Delivery => return None,
         Role::Control => View::Control(ControlView { common }),
         Role::Lka => View::Lka(LkaView {
             common,
@@ -284,7 +287,12 @@ pub fn for_role(
                 .collect(),
         }),
         Role::Queue => View::Queue(QueueView { common, queue }),
-        Role::Scheduler => View::Scheduler(SchedulerView { common, queue }),
+        Role::Scheduler => View::Scheduler(SchedulerView {
+            common,
+            queue,
+            pause_mda: s.pause_mda,
+            pause_mta: s.pause_mta,
+        }),
         Role::Ca => View::Ca(CaView {
             common,
             keys: material.keys.clone(),

@@ -10,10 +10,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod lmtp;
 pub mod maildir;
 pub mod mbox;
 pub mod mda;
 pub mod message;
+pub mod runner;
 
 #[cfg(test)]
 pub(crate) mod testutil;

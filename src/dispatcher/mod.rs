@@ -117,8 +117,12 @@ impl Dispatcher {
                 .min();
             for r in self.lp.wait(deadline).map_err(|e| e.to_string())? {
                 if self.links.owns(r.token) {
-                    if self.links.handle(&self.lp, &r)? == LinkEvent::Shutdown {
-                        return Ok(());
+                    match self.links.handle(&self.lp, &r)? {
+                        LinkEvent::Shutdown => return Ok(()),
+                        LinkEvent::Parent(_) => {
+                            return Err("parent channel: unexpected message".into())
+                        }
+                        LinkEvent::None => {}
                     }
                     for f in self.links.take_frames() {
                         self.frame(f)?;

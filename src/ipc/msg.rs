@@ -54,6 +54,8 @@ pub enum FromParent {
     Start,
     /// Exit now, cleanly.
     Shutdown,
+    /// To queue: how the local delivery of envelope `id` ended.
+    DeliveryDone { id: u64, outcome: DeliveryOutcome },
 }
 
 impl Message for FromParent {
@@ -65,6 +67,7 @@ impl Message for FromParent {
             FromParent::Listener { .. } => "Listener",
             FromParent::Start => "Start",
             FromParent::Shutdown => "Shutdown",
+            FromParent::DeliveryDone { .. } => "DeliveryDone",
         }
     }
     fn fds(&self) -> usize {
@@ -80,12 +83,114 @@ impl Message for FromParent {
 pub enum ToParent {
     /// Sandboxed and running: the start handshake's answer.
     Ready { role: Role },
+    /// From queue, with the message file (read-only): deliver envelope
+    /// `id` locally by its action. The parent picks the method from its
+    /// own config and has the delivery runner do it as the user.
+    Deliver(LocalRequest),
 }
 
 impl Message for ToParent {
     fn name(&self) -> &'static str {
         match self {
             ToParent::Ready { .. } => "Ready",
+            ToParent::Deliver(_) => "Deliver",
+        }
+    }
+    fn fds(&self) -> usize {
+        match self {
+            ToParent::Deliver(_) => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// What the queue says of an envelope to deliver locally.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalRequest {
+    pub id: u64,
+    /// The matched rule's action, by name.
+    pub action: String,
+    pub sender: String,
+    pub rcpt: String,
+    pub dest: String,
+}
+
+/// How a delivery attempt ended (`delivery::Outcome` on the wire).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryOutcome {
+    Ok,
+    TempFail(String),
+    PermFail(String),
+}
+
+/// How a local delivery writes: the action's method, as the parent
+/// resolved it from its config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LocalMethod {
+    Mbox,
+    /// `maildir [path] [junk]`; the path may start with `~/` and hold
+    /// `%{user.username}` and `%{user.directory}`.
+    Maildir {
+        path: Option<String>,
+        junk: bool,
+    },
+    /// `mda "command"`: run by /bin/sh as the user.
+    Mda {
+        command: String,
+    },
+    /// `lmtp host:port|/socket [rcpt-to]`.
+    Lmtp {
+        dest: String,
+        rcpt_to: bool,
+    },
+}
+
+/// One delivery for the runner: whom to become, and how to write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalJob {
+    pub id: u64,
+    /// The local user to deliver as (login name).
+    pub user: String,
+    pub method: LocalMethod,
+    pub sender: String,
+    pub rcpt: String,
+    pub dest: String,
+    pub hostname: String,
+}
+
+/// Parent to the delivery runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToRunner {
+    /// With the message file.
+    Run(LocalJob),
+    Shutdown,
+}
+
+impl Message for ToRunner {
+    fn name(&self) -> &'static str {
+        match self {
+            ToRunner::Run(_) => "Run",
+            ToRunner::Shutdown => "Shutdown",
+        }
+    }
+    fn fds(&self) -> usize {
+        match self {
+            ToRunner::Run(_) => 1,
+            ToRunner::Shutdown => 0,
+        }
+    }
+}
+
+/// The delivery runner to the parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromRunner {
+    Done { id: u64, outcome: DeliveryOutcome },
+}
+
+impl Message for FromRunner {
+    fn name(&self) -> &'static str {
+        match self {
+            FromRunner::Done { .. } => "Done",
         }
     }
 }
@@ -322,7 +427,28 @@ pub enum QueueScheduler {
     },
     /// queue -> scheduler: these envelopes are committed (or recovered).
     Envelopes {
+        entries: Vec<(u64, crate::scheduler::schedule::NewEntry)>,
+    },
+    /// scheduler -> queue: try these envelopes now.
+    Deliver {
         ids: Vec<u64>,
+    },
+    /// scheduler -> queue: these envelopes outlived the queue ttl: they
+    /// leave the queue (and bounce).
+    Expired {
+        ids: Vec<u64>,
+    },
+    /// queue -> scheduler: how one try ended. Delivered and failed
+    /// envelopes are gone from the queue; a temporary failure is kept
+    /// (its retry count already written) for the next try.
+    Delivered {
+        id: u64,
+    },
+    TempFailed {
+        id: u64,
+    },
+    PermFailed {
+        id: u64,
     },
 }
 
@@ -416,7 +542,14 @@ link_impl!(QueueDispatcher {
     CommitFailed => 0,
     Abort => 0,
 });
-link_impl!(QueueScheduler { Envelopes => 0 });
+link_impl!(QueueScheduler {
+    Envelopes => 0,
+    Deliver => 0,
+    Expired => 0,
+    Delivered => 0,
+    TempFailed => 0,
+    PermFailed => 0
+});
 link_impl!(DispatcherCa { Keys => 0, Sign => 0, Signature => 0, SignFailed => 0 });
 
 /// Decode a frame that arrived at `me` from `peer` with the enum of their

@@ -106,8 +106,9 @@ impl Entry {
     }
 }
 
-/// What `insert` needs of an envelope.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What `insert` needs of an envelope (the queue sends it with each
+/// committed or recovered envelope).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewEntry {
     pub kind: Kind,
     pub ctime: u64,

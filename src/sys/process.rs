@@ -146,6 +146,22 @@ pub fn try_wait_pid(pid: libc::pid_t) -> io::Result<Option<Exit>> {
     Ok(Some(exit_of(status)))
 }
 
+/// fork(2): Ok(0) in the child, the child's pid in the parent. Only for
+/// single-threaded callers (the delivery runner): the child may then use
+/// the allocator and anything else, since no other thread held a lock.
+pub fn fork() -> io::Result<libc::pid_t> {
+    // SAFETY: fork has no memory-safety preconditions; the caller is
+    // single-threaded, so the child's copy of every lock is unlocked.
+    cvt(unsafe { libc::fork() })
+}
+
+/// End this process now, without destructors or atexit handlers (a
+/// forked child must not flush or free what its parent owns).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no memory of ours.
+    unsafe { libc::_exit(code) }
+}
+
 /// Send `sig` to `pid`.
 pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
     // SAFETY: kill takes plain integers.

@@ -14,11 +14,14 @@
 
 #![forbid(unsafe_code)]
 
+mod delivery;
+
 use crate::config::view::View;
 use crate::event::{Loop, Ready};
-use crate::ipc::msg::{self, NewEnvelope, QueueDispatcher, QueueScheduler};
+use crate::ipc::msg::{self, FromParent, NewEnvelope, QueueDispatcher, QueueScheduler};
 use crate::proc::Role;
 use crate::prologue::{run_service, Frame, Links, Service, Setup, FIRST_OWN_TOKEN};
+use crate::scheduler::schedule::NewEntry;
 use crate::spool::id::EvpIds;
 use crate::spool::{
     is_storage_full, DsnRet, Envelope, Flags, Flusher, Job, Kind, MsgId, Notify, Published, Spool,
@@ -36,8 +39,8 @@ const MAX_PENDING: usize = 4096;
 const MAX_ENVELOPES: usize = 100_000;
 /// The flusher thread's wake-up descriptor.
 const FLUSHER: Token = Token(FIRST_OWN_TOKEN);
-/// Most envelope ids per frame to the scheduler (well under the cap).
-const IDS_PER_FRAME: usize = 4096;
+/// Most schedule entries per frame (each well under 64 bytes).
+const ENTRIES_PER_FRAME: usize = 512;
 
 /// A message being received.
 struct Pending {
@@ -50,7 +53,7 @@ struct Pending {
 struct Staged {
     req: u64,
     msgid: MsgId,
-    envelopes: Vec<u64>,
+    envelopes: Vec<(u64, NewEntry)>,
 }
 
 /// The queue's state between turns of the loop.
@@ -66,6 +69,8 @@ struct Queue {
     published: Published,
     /// Covered by the running flush.
     flushing: Vec<Staged>,
+    /// Envelopes handed to the parent for local delivery, by id.
+    inflight: HashMap<u64, Envelope>,
 }
 
 /// Entry point after the prologue.
@@ -85,6 +90,7 @@ pub fn run(setup: Setup) -> Result<(), String> {
         job: Job::default(),
         published: Published::default(),
         flushing: Vec::new(),
+        inflight: HashMap::new(),
     };
     run_service(setup.links, &mut queue)
 }
@@ -103,14 +109,23 @@ impl Service for Queue {
             recovered.removed_incoming,
             recovered.corrupt.len()
         );
-        let ids: Vec<u64> = recovered.envelopes.iter().map(|e| e.id.get()).collect();
+        let ids: Vec<(u64, NewEntry)> = recovered
+            .envelopes
+            .iter()
+            .map(|e| (e.id.get(), NewEntry::from_envelope(e)))
+            .collect();
         notify_scheduler(links, lp, &ids)
     }
 
     fn frames(&mut self, links: &mut Links, lp: &Loop, frames: Vec<Frame>) -> Result<(), String> {
         for f in frames {
-            if f.peer != Role::Dispatcher {
-                return Err(f.refuse(Role::Queue));
+            match f.peer {
+                Role::Dispatcher => {}
+                Role::Scheduler => {
+                    self.scheduler_frame(links, lp, f)?;
+                    continue;
+                }
+                _ => return Err(f.refuse(Role::Queue)),
             }
             match f.decode::<QueueDispatcher>()? {
                 QueueDispatcher::Create { req } => {
@@ -146,6 +161,23 @@ impl Service for Queue {
             }
         }
         self.kick()
+    }
+
+    fn parent(&mut self, links: &mut Links, lp: &Loop, m: Vec<FromParent>) -> Result<(), String> {
+        for m in m {
+            match m {
+                FromParent::DeliveryDone { id, outcome } => {
+                    self.delivery_done(links, lp, id, outcome)?
+                }
+                other => {
+                    return Err(format!(
+                        "parent channel: unexpected {}",
+                        msg::Message::name(&other)
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     fn ready(&mut self, links: &mut Links, lp: &Loop, r: &Ready) -> Result<(), String> {
@@ -189,7 +221,11 @@ impl Queue {
                 self.staged.push(Staged {
                     req,
                     msgid: id,
-                    envelopes: p.envelopes.iter().map(|e| e.id.get()).collect(),
+                    envelopes: p
+                        .envelopes
+                        .iter()
+                        .map(|e| (e.id.get(), NewEntry::from_envelope(e)))
+                        .collect(),
                 });
                 Ok(())
             }
@@ -322,13 +358,17 @@ fn storage_text(e: &std::io::Error) -> String {
     }
 }
 
-fn notify_scheduler(links: &mut Links, lp: &Loop, ids: &[u64]) -> Result<(), String> {
-    for chunk in ids.chunks(IDS_PER_FRAME) {
+fn notify_scheduler(
+    links: &mut Links,
+    lp: &Loop,
+    entries: &[(u64, NewEntry)],
+) -> Result<(), String> {
+    for chunk in entries.chunks(ENTRIES_PER_FRAME) {
         links.send(
             lp,
             Role::Scheduler,
             &QueueScheduler::Envelopes {
-                ids: chunk.to_vec(),
+                entries: chunk.to_vec(),
             },
             Vec::new(),
         )?;
