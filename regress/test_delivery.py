@@ -172,11 +172,16 @@ def test_mda_runs_as_the_user_with_the_envelope_in_its_environment(deliveryd, us
     assert (home / "mda.out").stat().st_uid == users["smtpdrs-alice"].pw_uid
 
 
-def test_unknown_user_fails_for_good(deliveryd):
-    send(deliveryd, "no-such-user-here@mbox.test", "to nobody")
-    deliveryd.wait_log(r"mda delivery .*to=<no-such-user-here@mbox\.test> .*result=PermFail "
-                       r"stat=.*Invalid recipient", timeout=15)
-    wait_for(lambda: gone_from_queue(deliveryd, "to nobody"), what="the queue to let go")
+def test_unknown_user_is_refused_at_rcpt(deliveryd):
+    """As OpenSMTPD: lka looks the user up when the recipient is given, so
+    an unknown one gets 550 5.1.1 and never reaches the queue."""
+    s = smtp(deliveryd)
+    s.ehlo("client.regress")
+    assert s.mail("sender@remote.example")[0] == 250
+    code, text = s.rcpt("no-such-user-here@mbox.test")
+    assert (code, text) == (550, b"5.1.1 Invalid recipient"), (code, text)
+    assert s.rcpt("smtpdrs-alice@mbox.test")[0] == 250
+    s.quit()
 
 
 def test_temporary_failure_is_retried_after_the_backoff(deliveryd):
@@ -191,3 +196,100 @@ def test_temporary_failure_is_retried_after_the_backoff(deliveryd):
     assert b"Subject: retry me" in out
     assert time.monotonic() - start >= 9, "retried before the backoff"
     wait_for(lambda: gone_from_queue(deliveryd, "retry me"), what="the queue to let go")
+
+
+PIPE_SCRIPT = """#!/bin/sh
+# An alias's |command: runs as _smtpd, writes where the test can look.
+cat > "$1/piped.out"
+id -un > "$1/piped.user"
+"""
+
+
+@pytest.fixture(scope="module")
+def aliasd(users, workroot):
+    """aliases(5) for real: an alias table file, an :include: file under
+    /etc/mail (where lka may read), a pipe and a file target run as the
+    daemon's user, a loop, an error: item."""
+    os.makedirs("/etc/mail", exist_ok=True)  # make setup creates it too
+    base = Path(workroot) / "aliases"
+    home, mail, etc, drop = base / "home", base / "mail", base / "etc-mail", base / "drop"
+    for d in (home, mail, etc, drop):
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o755)
+    os.chmod(drop, 0o777)
+    for name, pw in users.items():
+        (home / name).mkdir(exist_ok=True)
+        os.chown(home / name, pw.pw_uid, pw.pw_gid)
+    smtpd_pw = pwd.getpwnam("_smtpd")
+    archive = mail / "archive"
+    archive.write_bytes(b"")
+    os.chown(archive, smtpd_pw.pw_uid, smtpd_pw.pw_gid)
+    os.chmod(archive, 0o600)
+    pipe = base / "pipe.sh"
+    pipe.write_text(PIPE_SCRIPT)
+    os.chmod(pipe, 0o755)
+    (etc / "list.inc").write_text("# members\nsmtpdrs-alice\n")
+    (etc / "aliases").write_text(
+        "team: smtpdrs-alice, smtpdrs-bob\n"
+        "list: :include:/etc/mail/list.inc\n"
+        "loop1: loop2\n"
+        "loop2: loop1\n"
+        f'piped: "|{pipe} {drop}"\n'
+        "archive: /var/mail/archive\n"
+        "gone: error:550 5.1.1 This user is gone\n"
+        "chain1: chain2\n"
+        "chain2: smtpdrs-bob\n"
+    )
+    conf = (
+        'listen on 127.0.0.1\n'
+        'table aliases file:/etc/mail/aliases\n'
+        'action "local" mbox alias <aliases>\n'
+        'match from any for domain "alias.test" action "local"\n'
+    )
+    inst = h.Instance(base / "smtpd", conf, name="aliases", deliver=True,
+                      binds=[(home, "/home"), (mail, "/var/mail"), (etc, "/etc/mail")])
+    inst.start()
+    inst.home, inst.mail, inst.drop = home, mail, drop
+    yield inst
+    inst.stop()
+
+
+def mbox_has(inst, user, subject):
+    box = inst.mail / user
+    return box.exists() and subject.encode() in box.read_bytes()
+
+
+def test_alias_to_two_users_delivers_to_both(aliasd):
+    send(aliasd, "team@alias.test", "to the team")
+    for u in USERS:
+        wait_for(lambda: mbox_has(aliasd, u, "to the team"), what=f"{u}'s mbox")
+    text = (aliasd.mail / "smtpdrs-bob").read_bytes()
+    assert text.count(b"Subject: to the team") == 1
+
+
+def test_alias_chain_and_include(aliasd):
+    send(aliasd, "chain1@alias.test", "via a chain")
+    wait_for(lambda: mbox_has(aliasd, "smtpdrs-bob", "via a chain"), what="bob's mbox")
+    send(aliasd, "list@alias.test", "via an include")
+    wait_for(lambda: mbox_has(aliasd, "smtpdrs-alice", "via an include"), what="alice's mbox")
+
+
+def test_alias_pipe_and_file_run_as_the_daemon_user(aliasd):
+    send(aliasd, "piped@alias.test", "through a pipe")
+    out = wait_for(lambda: (aliasd.drop / "piped.user").exists() and (aliasd.drop / "piped.user").read_text(),
+                   what="the pipe")
+    assert out.strip() == "_smtpd"
+    assert b"Subject: through a pipe" in (aliasd.drop / "piped.out").read_bytes()
+    send(aliasd, "archive@alias.test", "into a file")
+    wait_for(lambda: b"into a file" in (aliasd.mail / "archive").read_bytes(), what="the archive file")
+    assert (aliasd.mail / "archive").read_bytes().startswith(b"From sender@remote.example ")
+
+
+def test_alias_loop_and_error_items_are_refused_at_rcpt(aliasd):
+    s = smtp(aliasd)
+    s.ehlo("client.regress")
+    assert s.mail("sender@remote.example")[0] == 250
+    assert s.rcpt("loop1@alias.test") == (524, b"5.2.4 Mailing list expansion problem")
+    assert s.rcpt("gone@alias.test") == (550, b"5.1.1 This user is gone")
+    assert s.rcpt("team@alias.test")[0] == 250
+    s.quit()

@@ -4,7 +4,9 @@
 #          their own group, no login shell, home /var/empty;
 #   dirs   /var/empty       root:0 0755, empty (the chroot of most roles)
 #          /var/spool/smtpd root:0 0711 (the queue's chroot; the queue makes
-#                           its subdirectories itself, as OpenSMTPD does).
+#                           its subdirectories itself, as OpenSMTPD does)
+#          /etc/mail        root:0 0755 (smtpd.conf, aliases; lka reads
+#                           :include: files only there).
 # Idempotent: existing users are kept; existing dirs get the right owner and
 # mode. Called by `make install` and `make setup`.
 #
@@ -54,6 +56,7 @@ fi
 
 make_dir /var/empty 0755
 make_dir /var/spool/smtpd 0711
+make_dir /etc/mail 0755
 
 # A chroot with something in it is no longer an empty one.
 if [ -n "$(ls -A "$destdir/var/empty")" ]; then

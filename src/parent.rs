@@ -14,6 +14,7 @@ use crate::ipc::msg::{
 };
 use crate::ipc::{frame, Channel, IpcError};
 use crate::proc::{self, Role, ROLES};
+use crate::spool::LocalTarget;
 use crate::sys::{self, process::Exit};
 use crate::{fatal, log as slog};
 use mio::Token;
@@ -343,23 +344,36 @@ fn local_job(cfg: &Config, hostname: &str, req: LocalRequest) -> Result<LocalJob
         .iter()
         .find(|a| a.name == req.action)
         .ok_or_else(|| format!("no action {:?}", req.action))?;
-    let method = match &action.method {
-        config::ast::Method::Mbox => LocalMethod::Mbox,
-        config::ast::Method::Maildir { path, junk } => LocalMethod::Maildir {
-            path: path.clone(),
-            junk: *junk,
-        },
-        config::ast::Method::Mda(command) => LocalMethod::Mda {
+    let method = match &req.target {
+        Some(LocalTarget::File(path)) => Some(LocalMethod::File { path: path.clone() }),
+        Some(LocalTarget::Command(command)) => Some(LocalMethod::Mda {
             command: command.clone(),
-        },
-        config::ast::Method::Lmtp { dest, rcpt_to } => LocalMethod::Lmtp {
-            dest: dest.clone(),
-            rcpt_to: *rcpt_to,
-        },
-        _ => return Err(format!("action {:?} does not deliver locally", req.action)),
+        }),
+        None => None,
     };
+    let method = match method {
+        Some(m) => m,
+        None => match &action.method {
+            config::ast::Method::Mbox => LocalMethod::Mbox,
+            config::ast::Method::Maildir { path, junk } => LocalMethod::Maildir {
+                path: path.clone(),
+                junk: *junk,
+            },
+            config::ast::Method::Mda(command) => LocalMethod::Mda {
+                command: command.clone(),
+            },
+            config::ast::Method::Lmtp { dest, rcpt_to } => LocalMethod::Lmtp {
+                dest: dest.clone(),
+                rcpt_to: *rcpt_to,
+            },
+            _ => return Err(format!("action {:?} does not deliver locally", req.action)),
+        },
+    };
+    // The action's `user` delivers everything as that user (virtual
+    // domains); else the user lka resolved; else the local part.
     let user = match &action.local.user {
         Some(u) => u.clone(),
+        None if !req.user.is_empty() => req.user.clone(),
         None => {
             let local = req
                 .dest

@@ -133,9 +133,13 @@ pub static ROLES: &[RoleSpec] = &[
             ("/etc/resolv.conf", "r"),
             ("/etc/hosts", "r"),
             ("/etc/mail", "r"),
+            // getpwnam(3) for local recipients (nsswitch is read before
+            // the sandbox, with the role's own user lookup).
+            ("/etc/passwd", "r"),
+            ("/etc/group", "r"),
         ],
-        promises: &[Stdio],
-        why: "none yet: tables, DNS and getpw come with the issues that use them",
+        promises: &[Stdio, Getpw],
+        why: "getpw: look up local recipients (getpwnam), and read :include: files under /etc/mail",
         opensmtpd: "stdio rpath inet dns getpw recvfd sendfd",
         peers: &[Role::Control, Role::Queue, Role::Dispatcher],
     },

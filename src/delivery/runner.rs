@@ -317,6 +317,7 @@ fn deliver(job: &LocalJob, mut message: File) -> Outcome {
     };
     match &job.method {
         LocalMethod::Mbox => mbox::deliver(&r, &mbox_path, &mut message),
+        LocalMethod::File { path } => mbox::deliver(&r, Path::new(path), &mut message),
         LocalMethod::Maildir { path, junk } => {
             let dir = maildir_path(path.as_deref(), &acct.name, &acct.home);
             maildir::deliver(&r, &dir, *junk, &mut message)

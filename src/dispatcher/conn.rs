@@ -22,6 +22,9 @@ use std::time::{Duration, Instant, SystemTime};
 /// Time without a complete line before a session is closed (OpenSMTPD's
 /// 300 s idle timeout, counted from the last whole line).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(300);
+/// Envelopes one transaction may make (recipients times what each
+/// expands to): the queue's own bound.
+const MAX_ENVELOPES: usize = 100_000;
 /// A failed AUTH is answered after this long.
 pub const AUTH_FAIL_DELAY: Duration = Duration::from_secs(1);
 /// Most bytes read from a client at once.
@@ -291,22 +294,29 @@ impl Session {
                 self.waiting = Waiting::None;
                 let (path, params) = self.pending_rcpt.take().unwrap_or_default();
                 match v {
-                    Verdict::Accept { action, relay } => {
-                        self.rcpts.push(NewEnvelope {
-                            sender: self.mail_from.clone(),
-                            rcpt: path,
-                            action,
-                            relay,
-                            helo: self.helo.clone(),
-                            client: self.peer.to_string(),
-                            hostname: self.view.hostname.clone(),
-                            tag: self.view.opts.tag.clone(),
-                            authenticated: self.engine.auth_user().is_some(),
-                            notify: notify_bits(params.notify),
-                            ret_full: self.ret_full,
-                            envid: self.envid.clone(),
-                            orcpt: params.orcpt,
-                        });
+                    Verdict::Accept { dests } if dests.is_empty() => {
+                        Answer::Rcpt(Err("451 4.3.0 Temporary failure".into()))
+                    }
+                    Verdict::Accept { dests } if self.rcpts.len() + dests.len() > MAX_ENVELOPES => {
+                        Answer::Rcpt(Err("452 4.5.3 Too many recipients".into()))
+                    }
+                    Verdict::Accept { dests } => {
+                        for dest in dests {
+                            self.rcpts.push(NewEnvelope {
+                                sender: self.mail_from.clone(),
+                                rcpt: path.clone(),
+                                dest,
+                                helo: self.helo.clone(),
+                                client: self.peer.to_string(),
+                                hostname: self.view.hostname.clone(),
+                                tag: self.view.opts.tag.clone(),
+                                authenticated: self.engine.auth_user().is_some(),
+                                notify: notify_bits(params.notify),
+                                ret_full: self.ret_full,
+                                envid: self.envid.clone(),
+                                orcpt: params.orcpt.clone(),
+                            });
+                        }
                         Answer::Rcpt(Ok(()))
                     }
                     Verdict::Reject {

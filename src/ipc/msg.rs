@@ -113,6 +113,10 @@ pub struct LocalRequest {
     pub sender: String,
     pub rcpt: String,
     pub dest: String,
+    /// The user lka resolved ("" for: the destination's local part), and
+    /// a file or command that replaces the action's method.
+    pub user: String,
+    pub target: Option<crate::spool::LocalTarget>,
 }
 
 /// How a delivery attempt ended (`delivery::Outcome` on the wire).
@@ -137,6 +141,10 @@ pub enum LocalMethod {
     /// `mda "command"`: run by /bin/sh as the user.
     Mda {
         command: String,
+    },
+    /// An alias's or `.forward`'s `/path`: appended in mbox format.
+    File {
+        path: String,
     },
     /// `lmtp host:port|/socket [rcpt-to]`.
     Lmtp {
@@ -283,14 +291,29 @@ pub struct SessionInfo {
 /// lka's answer for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Verdict {
-    /// Accept it for delivery by this action (`relay`: a relay action).
-    Accept { action: String, relay: bool },
+    /// Accept it: what it expanded to (aliases, virtual, .forward), one
+    /// envelope each; never empty.
+    Accept { dests: Vec<Destination> },
     /// Refuse it with this reply.
     Reject {
         code: u16,
         enhanced: String,
         text: String,
     },
+}
+
+/// One delivery an accepted recipient expanded to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Destination {
+    /// The action that delivers it, and whether it relays.
+    pub action: String,
+    pub relay: bool,
+    /// The address it was expanded for.
+    pub dest: String,
+    /// Local: the user it is delivered as, and a file or command an alias
+    /// or `.forward` named instead of the action's method.
+    pub user: String,
+    pub target: Option<crate::spool::LocalTarget>,
 }
 
 /// dispatcher <-> lka: policy for each RCPT, AUTH checks.
@@ -352,9 +375,8 @@ pub enum LookupResult {
 pub struct NewEnvelope {
     pub sender: String,
     pub rcpt: String,
-    pub action: String,
-    /// The action relays (else it delivers locally).
-    pub relay: bool,
+    /// What lka expanded the recipient to (one envelope per destination).
+    pub dest: Destination,
     pub helo: String,
     pub client: String,
     pub hostname: String,

@@ -11,14 +11,16 @@ pub mod auth;
 pub mod expand;
 pub mod forward;
 pub mod policy;
+pub mod resolve;
 pub mod table;
 
-use crate::config::ast::{Method, TableSource};
+use crate::config::ast::TableSource;
 use crate::config::view::{LkaView, View};
-use crate::ipc::msg::{self, LkaDispatcher, LookupResult, Verdict};
+use crate::ipc::msg::{self, Destination, LkaDispatcher, LookupResult, Verdict};
 use crate::proc::Role;
 use crate::prologue::{serve, Setup};
 use crate::smtp::address::{self, Mailbox};
+use crate::spool::LocalTarget;
 use policy::{Decision, LocalHost, Ruleset};
 use table::{Table, Tables};
 
@@ -85,12 +87,32 @@ impl Lka {
         };
         match self.rules.decide(&s, from.as_ref(), &to) {
             Decision::Accept { action } => {
-                let relay = self
-                    .view
-                    .actions
-                    .iter()
-                    .any(|a| a.name == action && matches!(a.method, Method::Relay(_)));
-                Verdict::Accept { action, relay }
+                let Some(action) = self.view.actions.iter().find(|a| a.name == action) else {
+                    return Verdict::Reject {
+                        code: 451,
+                        enhanced: "4.3.0".into(),
+                        text: "Temporary failure".into(),
+                    };
+                };
+                let resolver = resolve::LkaResolver {
+                    lka: self,
+                    session: &s,
+                    mail_from: from.as_ref(),
+                };
+                let opts = expand::Options {
+                    subaddr_delim: self.view.sub_addr_delim,
+                    ..expand::Options::default()
+                };
+                match expand::expand(action, &to, &resolver, &opts) {
+                    Ok(nodes) => Verdict::Accept {
+                        dests: nodes.into_iter().map(destination).collect(),
+                    },
+                    Err(f) => Verdict::Reject {
+                        code: f.code,
+                        enhanced: f.enhanced,
+                        text: f.text,
+                    },
+                }
             }
             Decision::Reject {
                 code,
@@ -144,6 +166,56 @@ impl Lka {
                 LookupResult::TempFail
             }
         }
+    }
+}
+
+/// One expanded node as the dispatcher makes an envelope of it.
+fn destination(e: expand::Expanded) -> Destination {
+    let run_as = |r: expand::RunAs| match r {
+        expand::RunAs::Daemon => crate::proc::USER_SMTPD.to_string(),
+        expand::RunAs::User(u) => u.name,
+    };
+    match e {
+        expand::Expanded::User {
+            action, dest, user, ..
+        } => Destination {
+            action,
+            relay: false,
+            dest: dest.to_string(),
+            user: user.name,
+            target: None,
+        },
+        expand::Expanded::File {
+            action,
+            dest,
+            path,
+            run_as: r,
+        } => Destination {
+            action,
+            relay: false,
+            dest: dest.to_string(),
+            user: run_as(r),
+            target: Some(LocalTarget::File(path)),
+        },
+        expand::Expanded::Command {
+            action,
+            dest,
+            command,
+            run_as: r,
+        } => Destination {
+            action,
+            relay: false,
+            dest: dest.to_string(),
+            user: run_as(r),
+            target: Some(LocalTarget::Command(command)),
+        },
+        expand::Expanded::Relay { action, dest } => Destination {
+            action,
+            relay: true,
+            dest: dest.to_string(),
+            user: String::new(),
+            target: None,
+        },
     }
 }
 

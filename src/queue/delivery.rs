@@ -80,6 +80,8 @@ impl Queue {
             sender: env.sender.clone(),
             rcpt: env.rcpt.clone(),
             dest: env.dest.clone(),
+            user: env.user.clone(),
+            target: env.target.clone(),
         };
         links.send_parent(lp, &ToParent::Deliver(req), vec![OwnedFd::from(file)])?;
         self.inflight.insert(id, env);

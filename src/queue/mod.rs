@@ -393,9 +393,15 @@ fn envelope_from(id: crate::spool::EvpId, n: &NewEnvelope, ttl: u64) -> Envelope
         sender: n.sender.clone(),
         rcpt: n.rcpt.clone(),
         orig_rcpt: None,
-        dest: n.rcpt.clone(),
-        action: n.action.clone(),
-        kind: if n.relay { Kind::Relay } else { Kind::Local },
+        dest: n.dest.dest.clone(),
+        user: n.dest.user.clone(),
+        target: n.dest.target.clone(),
+        action: n.dest.action.clone(),
+        kind: if n.dest.relay {
+            Kind::Relay
+        } else {
+            Kind::Local
+        },
         tag: n.tag.clone(),
         helo: n.helo.clone(),
         client: n.client.clone(),

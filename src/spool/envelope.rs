@@ -68,6 +68,14 @@ pub enum Kind {
     Bounce,
 }
 
+/// What an alias or `.forward` item delivers to, instead of the action's
+/// method: `/path` (appended in mbox format) or `|command` (run as an mda).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LocalTarget {
+    File(String),
+    Command(String),
+}
+
 /// RFC 3461 RET: what a bounce carries of the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DsnRet {
@@ -192,6 +200,12 @@ pub struct Envelope {
     /// Where it goes after expansion: the mailbox user or the remote
     /// address.
     pub dest: String,
+    /// For a local delivery: the user it is delivered as ("" when the
+    /// delivery derives it from `dest`), and what is written instead of
+    /// the action's method when an alias or `.forward` named a file or a
+    /// command.
+    pub user: String,
+    pub target: Option<LocalTarget>,
     /// The name of the smtpd.conf action that delivers it.
     pub action: String,
     pub kind: Kind,
@@ -322,6 +336,12 @@ impl Envelope {
             return Err(FormatError::Invalid("dest"));
         }
         text(&self.action, MAX_FIELD, "action")?;
+        text(&self.user, MAX_FIELD, "user")?;
+        match &self.target {
+            Some(LocalTarget::File(p)) => text(p, MAX_FIELD, "target")?,
+            Some(LocalTarget::Command(c)) => text(c, MAX_FIELD, "target")?,
+            None => {}
+        }
         if let Some(t) = &self.tag {
             text(t, MAX_FIELD, "tag")?;
         }
@@ -436,6 +456,8 @@ pub(crate) mod tests {
             envid: Some("QQ314159".into()),
             orcpt: Some("rfc822;bob@example.net".into()),
             flags: Flags::AUTHENTICATED,
+            user: "bob".into(),
+            target: Some(LocalTarget::Command("/usr/bin/procmail -a x".into())),
             size: 4242,
             body_crc: 0xCBF4_3926,
         }
@@ -479,16 +501,18 @@ pub(crate) mod tests {
         assert_eq!(Envelope::decode(&b).map(|e| e.id), Ok(id()));
     }
 
-    // body_crc joined version 1 before any release wrote a spool.
+    // body_crc, user and target joined version 1 before any release
+    // wrote a spool.
     const GOLDEN_V1: &str = concat!(
-        "894556500d0a1a0a01000000de0000007975e967d2c3c387d089cf951a11616c",
+        "894556500d0a1a0a01000000fb0000001e56bc2fd2c3c387d089cf951a11616c",
         "696365406578616d706c652e6f72670f626f62406578616d706c652e6e657401",
         "16706f73746d6173746572406578616d706c652e6e65740f626f62406578616d",
-        "706c652e6e65740572656c6179010102494e106d61696c2e6578616d706c652e",
-        "6f7267093139322e302e322e310e6d782e6578616d706c652e6e657480e2cfaa",
-        "06808c1503d8e6cfaa06001934323120342e372e302074727920616761696e20",
-        "6c617465720601010108515133313431353901167266633832323b626f624065",
-        "78616d706c652e6e6574019221a6f2d0df0c",
+        "706c652e6e657403626f620101162f7573722f62696e2f70726f636d61696c20",
+        "2d6120780572656c6179010102494e106d61696c2e6578616d706c652e6f7267",
+        "093139322e302e322e310e6d782e6578616d706c652e6e657480e2cfaa06808c",
+        "1503d8e6cfaa06001934323120342e372e302074727920616761696e206c6174",
+        "65720601010108515133313431353901167266633832323b626f62406578616d",
+        "706c652e6e6574019221a6f2d0df0c",
     );
 
     #[test]
