@@ -37,7 +37,8 @@ SMTPD_FLAGS ?=
 SETUP_PACKAGES ?=	procps iproute2 util-linux mount python3 python3-pytest \
 			swaks opensmtpd gcc libc6-dev
 
-BENCH_SCRIPTS ?=	bench/startup.py bench/config_speed.py bench/receive.py
+BENCH_SCRIPTS ?=	bench/startup.py bench/config_speed.py bench/receive.py \
+			bench/deliver.py
 BENCH_RUNS ?=		5
 
 FUZZ_TARGETS ?=		ipc_frame config_parse smtp_server spool_envelope

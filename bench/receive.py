@@ -236,13 +236,14 @@ class Profiler(threading.Thread):
 # ---------------------------------------------------------------- clients
 
 
-def make_message(size, tag, i):
+def make_message(size, tag, i, sender=SENDER, recipient=RECIPIENT,
+                 subject="receive benchmark"):
     """A message of exactly `size` bytes (CRLF lines, no line starting with
     a dot), without the final ".\\r\\n"."""
     head = (
-        f"From: <{SENDER}>\r\n"
-        f"To: <{RECIPIENT}>\r\n"
-        f"Subject: receive benchmark {tag} {i}\r\n"
+        f"From: <{sender}>\r\n"
+        f"To: <{recipient}>\r\n"
+        f"Subject: {subject} {tag} {i}\r\n"
         f"Message-Id: <{tag}.{i}@bench.localhost>\r\n"
         "Date: Thu, 1 Jan 2026 00:00:00 +0000\r\n"
         "\r\n"
@@ -351,7 +352,7 @@ class Session:
         g.next_index += 1
         self.in_conn += 1
         self.state = "mail"
-        self.send(f"MAIL FROM:<{SENDER}>\r\n".encode())
+        self.send(f"MAIL FROM:<{g.sender}>\r\n".encode())
 
     def fail(self, code, text):
         g = self.gen
@@ -387,7 +388,7 @@ class Session:
             if code != 250:
                 return self.fail(code, text)
             self.state = "rcpt"
-            self.send(f"RCPT TO:<{RECIPIENT}>\r\n".encode())
+            self.send(f"RCPT TO:<{g.recipient}>\r\n".encode())
         elif st == "rcpt":
             if code != 250:
                 return self.fail(code, text)
@@ -397,7 +398,8 @@ class Session:
             if code != 354:
                 return self.fail(code, text)
             self.state = "dot"
-            self.send(make_message(g.size, g.tag, self.msg) + b".\r\n")
+            self.send(make_message(g.size, g.tag, self.msg, g.sender, g.recipient,
+                                   g.subject) + b".\r\n")
         elif st == "dot":
             if code != 250:
                 return self.fail(code, text)
@@ -417,6 +419,10 @@ class Load:
         self.sessions_n = args["sessions"]
         self.per_conn = args["per_connection"]
         self.size = args["size"]
+        # The envelope and the Subject's prefix (deliver.py sets its own).
+        self.sender = args.get("sender", SENDER)
+        self.recipient = args.get("recipient", RECIPIENT)
+        self.subject = args.get("subject", "receive benchmark")
         self.deadline = time.monotonic() + args["timeout"]
         self.shared = shared
         self.tag = tag
@@ -855,9 +861,9 @@ class Scratch:
 
     left = []
 
-    def __init__(self, args, image):
+    def __init__(self, args, image, conf=CONF):
         self.args = args
-        self.tmp = make_tmp(CONF, args.dir)
+        self.tmp = make_tmp(conf, args.dir)
         self.device = None
         if image:
             try:
@@ -1043,6 +1049,14 @@ def report(args, daemons, results, fsync):
         print(f"  {n}: " + ", ".join(f"{k} {v:.2f}" for k, v in l["phase_ms"].items())
               + f"; {l['connects']} connects, slowest banner {l['banner_max_ms']:.1f} ms"
               + (f", {l['slow_connects']} after 0.9 s or more" if l["slow_connects"] else ""))
+    print_cpu_by_process(names, results)
+    print_profiles(names, results)
+    return med
+
+
+def print_cpu_by_process(names, results):
+    """Each daemon's CPU seconds by process title, from its last run (shared
+    with deliver.py)."""
     print("CPU seconds by process (last run; titles as the daemons set them):")
     for n in names:
         r = results[n][-1]
@@ -1053,6 +1067,11 @@ def report(args, daemons, results, fsync):
         parts = sorted(by.items(), key=lambda kv: -kv[1])
         print(f"  {n}: " + ", ".join(f"{t} {c:.2f}" for t, c in parts)
               + (f"; exited: {len(r['gone'])}" if r["gone"] else ""))
+
+
+def print_profiles(names, results):
+    """--profile: where each process spent the last run (shared with
+    deliver.py)."""
     for n in names:
         prof = results[n][-1].get("profile")
         if not prof:
@@ -1063,7 +1082,6 @@ def report(args, daemons, results, fsync):
             busy = {k: v for k, v in p["states"].items() if v >= 0.01}
             print(f"  {p['title'][:28]:28} " + ", ".join(
                 f"{k} {v * 100:.0f}%" for k, v in busy.items()))
-    return med
 
 
 def main():
