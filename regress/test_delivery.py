@@ -293,3 +293,66 @@ def test_alias_loop_and_error_items_are_refused_at_rcpt(aliasd):
     assert s.rcpt("gone@alias.test") == (550, b"5.1.1 This user is gone")
     assert s.rcpt("team@alias.test")[0] == 250
     s.quit()
+
+
+def rcpt_reply(inst, rcpt):
+    s = smtp(inst)
+    s.ehlo("client.regress")
+    assert s.mail("sender@remote.example")[0] == 250
+    reply = s.rcpt(rcpt)
+    s.quit()
+    return reply
+
+
+@pytest.fixture
+def bob_forward(deliveryd, users):
+    """bob's ~/.forward, removed after the test."""
+    path = deliveryd.home / "smtpdrs-bob" / ".forward"
+    yield path
+    if path.is_symlink() or path.exists():
+        path.unlink()
+
+
+def test_forward_is_followed(deliveryd, users, bob_forward):
+    bob = users["smtpdrs-bob"]
+    bob_forward.write_text("# to alice, and a copy for me\n\\smtpdrs-bob, smtpdrs-alice\n")
+    os.chown(bob_forward, bob.pw_uid, bob.pw_gid)
+    os.chmod(bob_forward, 0o644)
+    send(deliveryd, "smtpdrs-bob@mbox.test", "forwarded by bob")
+    for u in USERS:
+        wait_for(lambda: (deliveryd.mail / u).exists()
+                 and b"forwarded by bob" in (deliveryd.mail / u).read_bytes(), what=f"{u}'s mbox")
+
+
+SECRET = b"root:$6$NOT-A-REAL-HASH-BUT-SECRET:19000:0:99999:7:::\n"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "group-writable", "other-owner"])
+def test_unsafe_forward_is_never_read(deliveryd, users, bob_forward, kind):
+    """A .forward planted to leak a file (a symlink or hard link to a
+    shadow-like file), or one others may write or own, is refused: the
+    recipient is deferred or refused (OpenSMTPD: 524 5.2.4), and the
+    secret never reaches a mailbox or the log."""
+    bob, alice = users["smtpdrs-bob"], users["smtpdrs-alice"]
+    secret = deliveryd.home / "smtpdrs-bob" / f"shadow-{kind}"
+    secret.write_bytes(SECRET)
+    os.chmod(secret, 0o600)
+    try:
+        if kind == "symlink":
+            bob_forward.symlink_to(secret)
+        elif kind == "hardlink":
+            os.chown(secret, bob.pw_uid, bob.pw_gid)
+            os.link(secret, bob_forward)
+        else:
+            bob_forward.write_text("smtpdrs-alice\n")
+            owner = alice if kind == "other-owner" else bob
+            os.chown(bob_forward, owner.pw_uid, owner.pw_gid)
+            os.chmod(bob_forward, 0o664 if kind == "group-writable" else 0o644)
+        code, text = rcpt_reply(deliveryd, "smtpdrs-bob@mbox.test")
+        assert (code, text) == (524, b"5.2.4 Mailing list expansion problem"), (kind, code, text)
+        for box in deliveryd.mail.iterdir():
+            assert b"NOT-A-REAL-HASH" not in box.read_bytes(), box
+        assert "NOT-A-REAL-HASH" not in deliveryd.log()
+        deliveryd.wait_log(r"forward")
+    finally:
+        secret.unlink()

@@ -198,8 +198,10 @@ def test_role_descriptors(daemon, role):
         assert not inet, f"{role} holds inet sockets: {inet}"
     # The dispatcher holds a second descriptor of its ca channel: its TLS
     # signer asks ca for signatures synchronously on it. The queue holds
-    # both ends of its flusher thread's wake-up socket pair.
-    extra = {"dispatcher": 1, "queue": 2}.get(role, 0)
+    # both ends of its flusher thread's wake-up socket pair. lka holds a
+    # second descriptor of its parent channel: it waits on it for the
+    # ~/.forward the delivery runner reads.
+    extra = {"dispatcher": 1, "queue": 2, "lka": 1}.get(role, 0)
     assert len(unix) <= 1 + peers + extra, f"{role}: {len(unix)} unix sockets for {peers} peers: {unix}"
     limit = 3 + 1 + peers + 2 + listeners + len(spool_dir) + extra
     assert len(fds) <= limit, f"{role}: {len(fds)} descriptors, at most {limit}: {fds}"

@@ -532,6 +532,12 @@ fn receive_role(
                     }
                 }
             }
+            // lka asks one at a time and waits: answers come back in order.
+            ToParent::ReadForward(req) if c.role == Role::Lka && all_ready => out.push((
+                Role::Delivery,
+                Relay::Runner(ToRunner::ReadForward(req)),
+                Vec::new(),
+            )),
             other => {
                 return Err(format!(
                     "unexpected {}",
@@ -554,6 +560,13 @@ fn receive_runner(
                 FromRunner::Done { id, outcome } => {
                     let done = FromParent::DeliveryDone { id, outcome };
                     out.push((Role::Queue, Relay::Role(done), Vec::new()));
+                }
+                FromRunner::Forward(reply) => {
+                    out.push((
+                        Role::Lka,
+                        Relay::Role(FromParent::Forward(reply)),
+                        Vec::new(),
+                    ));
                 }
             },
             Err(IpcError::Closed) => return Ok(false),

@@ -321,6 +321,12 @@ impl Links {
                     Ok(Some(m)) if matches!(m.msg, FromParent::DeliveryDone { .. }) => {
                         got.push(m.msg)
                     }
+                    // An answer lka stopped waiting for (see lka::resolve).
+                    Ok(Some(m))
+                        if matches!(m.msg, FromParent::Forward(_)) && self.me == Role::Lka =>
+                    {
+                        log::debug!("debug: lka: late ~/.forward answer dropped")
+                    }
                     Ok(Some(m)) => {
                         return Err(format!(
                             "parent channel: unexpected {}",
@@ -404,6 +410,16 @@ impl Links {
     /// The frames received since the last call, in order.
     pub fn take_frames(&mut self) -> Vec<Frame> {
         std::mem::take(&mut self.inbox)
+    }
+
+    /// A second descriptor of the channel to the parent, for a request
+    /// answered synchronously (lka's `~/.forward`).
+    pub fn dup_parent(&self) -> Result<OwnedFd, String> {
+        use std::os::fd::AsFd;
+        self.parent
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("parent channel: {e}"))
     }
 
     /// Send `m` to the parent (the queue's delivery requests).

@@ -22,7 +22,9 @@
 
 use super::{lmtp, maildir, mbox, mda, Outcome, Recipient};
 use crate::event::Loop;
-use crate::ipc::msg::{DeliveryOutcome, FromRunner, LocalJob, LocalMethod, ToRunner};
+use crate::ipc::msg::{
+    DeliveryOutcome, ForwardReply, ForwardRequest, FromRunner, LocalJob, LocalMethod, ToRunner,
+};
 use crate::ipc::{Channel, IpcError};
 use crate::proc::Role;
 use crate::sys;
@@ -112,6 +114,11 @@ fn serve(mut chan: Channel) -> Result<(), String> {
                     };
                     match got.msg {
                         ToRunner::Shutdown => return Ok(()),
+                        ToRunner::ReadForward(req) => {
+                            let reply = read_forward(&req);
+                            chan.send(&FromRunner::Forward(reply), Vec::new())
+                                .map_err(|e| format!("parent channel: {e}"))?;
+                        }
                         ToRunner::Run(job) => {
                             let fd = got.fds.into_iter().next().ok_or("Run without a file")?;
                             if waiting.len() >= MAX_WAITING {
@@ -190,6 +197,19 @@ fn serve(mut chan: Channel) -> Result<(), String> {
         }
         lp.rewatch(chan.raw_fd(), PARENT, chan.wants_write())
             .map_err(|e| e.to_string())?;
+    }
+}
+
+/// A user's `~/.forward`, read as root with every check of
+/// `lka::forward` (no link followed, owner, modes, one link, size).
+fn read_forward(req: &ForwardRequest) -> ForwardReply {
+    match crate::lka::forward::read_forward(Path::new(&req.home), req.uid) {
+        Ok(None) => ForwardReply::Missing,
+        Ok(Some(text)) => ForwardReply::Content(text),
+        Err(e) => ForwardReply::Refused {
+            reason: e.to_string(),
+            temporary: e.is_temporary(),
+        },
     }
 }
 

@@ -56,6 +56,8 @@ pub enum FromParent {
     Shutdown,
     /// To queue: how the local delivery of envelope `id` ended.
     DeliveryDone { id: u64, outcome: DeliveryOutcome },
+    /// To lka: the `~/.forward` it asked for.
+    Forward(ForwardReply),
 }
 
 impl Message for FromParent {
@@ -68,6 +70,7 @@ impl Message for FromParent {
             FromParent::Start => "Start",
             FromParent::Shutdown => "Shutdown",
             FromParent::DeliveryDone { .. } => "DeliveryDone",
+            FromParent::Forward(_) => "Forward",
         }
     }
     fn fds(&self) -> usize {
@@ -87,6 +90,25 @@ pub enum ToParent {
     /// `id` locally by its action. The parent picks the method from its
     /// own config and has the delivery runner do it as the user.
     Deliver(LocalRequest),
+    /// From lka: read this user's `~/.forward` (the runner does, as root,
+    /// with forward.rs's checks); the answer is FromParent::Forward.
+    ReadForward(ForwardRequest),
+}
+
+/// Whose `~/.forward` lka wants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardRequest {
+    pub user: String,
+    pub uid: u32,
+    pub home: String,
+}
+
+/// A `~/.forward`: none, its text, or why it was not read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardReply {
+    Missing,
+    Content(String),
+    Refused { reason: String, temporary: bool },
 }
 
 impl Message for ToParent {
@@ -94,6 +116,7 @@ impl Message for ToParent {
         match self {
             ToParent::Ready { .. } => "Ready",
             ToParent::Deliver(_) => "Deliver",
+            ToParent::ReadForward(_) => "ReadForward",
         }
     }
     fn fds(&self) -> usize {
@@ -171,6 +194,7 @@ pub struct LocalJob {
 pub enum ToRunner {
     /// With the message file.
     Run(LocalJob),
+    ReadForward(ForwardRequest),
     Shutdown,
 }
 
@@ -178,13 +202,14 @@ impl Message for ToRunner {
     fn name(&self) -> &'static str {
         match self {
             ToRunner::Run(_) => "Run",
+            ToRunner::ReadForward(_) => "ReadForward",
             ToRunner::Shutdown => "Shutdown",
         }
     }
     fn fds(&self) -> usize {
         match self {
             ToRunner::Run(_) => 1,
-            ToRunner::Shutdown => 0,
+            ToRunner::ReadForward(_) | ToRunner::Shutdown => 0,
         }
     }
 }
@@ -193,12 +218,14 @@ impl Message for ToRunner {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromRunner {
     Done { id: u64, outcome: DeliveryOutcome },
+    Forward(ForwardReply),
 }
 
 impl Message for FromRunner {
     fn name(&self) -> &'static str {
         match self {
             FromRunner::Done { .. } => "Done",
+            FromRunner::Forward(_) => "Forward",
         }
     }
 }

@@ -148,6 +148,10 @@ impl fmt::Display for ForwardError {
                 MAX_FORWARD_SIZE - 1
             ),
             ForwardError::NotText => f.write_str("~/.forward is not UTF-8 text"),
+            // An empty `what`: the error says it all (the runner's reason).
+            ForwardError::Io {
+                what: "", error, ..
+            } => write!(f, "{error}"),
             ForwardError::Io { what, error, .. } => write!(f, "{what}: {error}"),
         }
     }

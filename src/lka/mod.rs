@@ -29,6 +29,8 @@ pub struct Lka {
     view: &'static LkaView,
     tables: Tables,
     rules: Ruleset,
+    /// Reads `~/.forward` through the parent; None in unit tests.
+    forward: Option<resolve::ForwardClient>,
 }
 
 impl Lka {
@@ -57,6 +59,7 @@ impl Lka {
             view,
             tables,
             rules,
+            forward: None,
         })
     }
 
@@ -224,7 +227,10 @@ pub fn run(setup: Setup) -> Result<(), String> {
     let View::Lka(view) = setup.view.get() else {
         return Err("not an lka view".into());
     };
-    let lka = Lka::new(view)?;
+    let mut lka = Lka::new(view)?;
+    let fd = setup.links.dup_parent()?;
+    lka.forward =
+        Some(resolve::ForwardClient::new(fd).map_err(|e| format!("parent channel: {e}"))?);
     serve(
         setup.links,
         |_, _| Ok(()),

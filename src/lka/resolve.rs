@@ -5,9 +5,10 @@
 //! Users come from the action's `userbase` table or from the system's
 //! (getpwnam: lka reads /etc/passwd and /etc/group, unveiled read-only).
 //! `:include:` files are read here, so they must live where lka may read
-//! (/etc/mail, as aliases files do). `~/.forward` is not read yet: lka
-//! cannot open users' homes, and the delivery runner, which can, does not
-//! answer lka yet; until it does, no `.forward` is followed.
+//! (/etc/mail, as aliases files do). `~/.forward` is read by the delivery
+//! runner, as root, with every check of [`super::forward`]: lka cannot
+//! open users' homes. lka asks through the parent and waits for the
+//! answer ([`ForwardClient`]), as OpenSMTPD's lka asks its parent.
 
 #![forbid(unsafe_code)]
 
@@ -17,8 +18,14 @@ use super::forward::ForwardError;
 use super::policy::{self, Decision};
 use super::Lka;
 use crate::config::ast::{Action, TableRef};
+use crate::ipc::msg::{ForwardReply, ForwardRequest, FromParent, ToParent};
+use crate::ipc::Channel;
+use crate::proc::Role;
 use crate::smtp::address::Mailbox;
+use std::cell::RefCell;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The resolver for one recipient.
 pub struct LkaResolver<'a> {
@@ -81,8 +88,68 @@ impl Resolver for LkaResolver<'_> {
         aliases::read_include_file(Path::new(path))
     }
 
-    fn forward(&self, _user: &UserInfo) -> Result<Option<String>, ForwardError> {
-        Ok(None)
+    fn forward(&self, user: &UserInfo) -> Result<Option<String>, ForwardError> {
+        match &self.lka.forward {
+            Some(client) => client.read(user),
+            None => Ok(None),
+        }
+    }
+}
+
+/// How long lka waits for a `~/.forward` (a hung home directory defers
+/// the recipient rather than lka).
+const FORWARD_WAIT: Duration = Duration::from_secs(5);
+
+/// lka's synchronous line to the parent for `~/.forward`: a second
+/// descriptor of its parent channel, used only while lka waits for the
+/// answer (the loop reads nothing meanwhile; an answer that comes after
+/// the wait gave up is dropped by the loop).
+pub struct ForwardClient {
+    chan: RefCell<Channel>,
+}
+
+impl ForwardClient {
+    pub fn new(fd: OwnedFd) -> std::io::Result<ForwardClient> {
+        Ok(ForwardClient {
+            chan: RefCell::new(Channel::new(fd, Role::Parent)?),
+        })
+    }
+
+    fn read(&self, user: &UserInfo) -> Result<Option<String>, ForwardError> {
+        let io = |error: String| ForwardError::Io {
+            what: "asking for ~/.forward",
+            error,
+            temporary: true,
+        };
+        let req = ForwardRequest {
+            user: user.name.clone(),
+            uid: user.uid,
+            home: user.home.to_string_lossy().into_owned(),
+        };
+        let mut chan = self.chan.borrow_mut();
+        chan.send(&ToParent::ReadForward(req), Vec::new())
+            .map_err(|e| io(e.to_string()))?;
+        let deadline = Instant::now() + FORWARD_WAIT;
+        chan.flush_blocking(FORWARD_WAIT)
+            .map_err(|e| io(e.to_string()))?;
+        let got = chan
+            .recv_until::<FromParent>(deadline)
+            .map_err(|e| io(e.to_string()))?;
+        match got.msg {
+            FromParent::Forward(ForwardReply::Missing) => Ok(None),
+            FromParent::Forward(ForwardReply::Content(text)) => Ok(Some(text)),
+            FromParent::Forward(ForwardReply::Refused { reason, temporary }) => {
+                Err(ForwardError::Io {
+                    what: "",
+                    error: reason,
+                    temporary,
+                })
+            }
+            other => Err(io(format!(
+                "unexpected {} from the parent",
+                crate::ipc::msg::Message::name(&other)
+            ))),
+        }
     }
 }
 
