@@ -172,6 +172,16 @@ def test_mda_runs_as_the_user_with_the_envelope_in_its_environment(deliveryd, us
     assert (home / "mda.out").stat().st_uid == users["smtpdrs-alice"].pw_uid
 
 
+def test_a_message_that_came_around_is_a_loop(deliveryd):
+    """OpenSMTPD's mda_check_loop: a Delivered-To header naming this
+    destination fails the delivery for good instead of delivering again."""
+    send(deliveryd, "smtpdrs-alice@maildir.test", "looping",
+         extra="Delivered-To: smtpdrs-alice@maildir.test\r\n")
+    deliveryd.wait_log(r"mda delivery .*to=<smtpdrs-alice@maildir\.test> .*result=PermFail stat=Loop detected")
+    new = deliveryd.home / "smtpdrs-alice" / "Maildir" / "new"
+    assert not (new.is_dir() and any(b"looping" in f.read_bytes() for f in new.iterdir()))
+
+
 def test_unknown_user_is_refused_at_rcpt(deliveryd):
     """As OpenSMTPD: lka looks the user up when the recipient is given, so
     an unknown one gets 550 5.1.1 and never reaches the queue."""

@@ -335,6 +335,11 @@ fn deliver(job: &LocalJob, mut message: File) -> Outcome {
         gid: acct.gid,
         hostname: job.hostname.clone(),
     };
+    match delivered_to(&mut message, &job.dest) {
+        Ok(true) => return Outcome::PermFail("Loop detected".into()),
+        Ok(false) => {}
+        Err(e) => return Outcome::TempFail(format!("cannot read the message: {e}")),
+    }
     match &job.method {
         LocalMethod::Mbox => mbox::deliver(&r, &mbox_path, &mut message),
         LocalMethod::File { path } => mbox::deliver(&r, Path::new(path), &mut message),
@@ -345,8 +350,12 @@ fn deliver(job: &LocalJob, mut message: File) -> Outcome {
         LocalMethod::Mda { command } => mda::deliver(&r, command, &mut message, MDA_TIMEOUT),
         LocalMethod::Lmtp { dest, rcpt_to } => match lmtp::LmtpTarget::parse(dest, *rcpt_to) {
             Ok(target) => {
+                // As OpenSMTPD's mda.c, for every method: Return-Path and
+                // Delivered-To before the message (CRLF, as LMTP carries it).
+                let headers = super::message::delivery_headers(&r).replace('\n', "\r\n");
+                let mut input = std::io::Cursor::new(headers.into_bytes()).chain(message);
                 let rcpts = std::slice::from_ref(&r);
-                let mut outcomes = lmtp::deliver(&target, rcpts, &mut message, Default::default());
+                let mut outcomes = lmtp::deliver(&target, rcpts, &mut input, Default::default());
                 outcomes
                     .pop()
                     .unwrap_or_else(|| Outcome::TempFail("lmtp: no reply".into()))
@@ -354,6 +363,39 @@ fn deliver(job: &LocalJob, mut message: File) -> Outcome {
             Err(e) => Outcome::PermFail(format!("lmtp {dest}: {e}")),
         },
     }
+}
+
+/// OpenSMTPD's mda_check_loop: a `Delivered-To:` header naming this
+/// destination means the message came back around (a .forward or alias
+/// loop across hosts). Reads the header section only, then rewinds.
+fn delivered_to(message: &mut File, dest: &str) -> std::io::Result<bool> {
+    use std::io::{BufRead, BufReader, Seek, SeekFrom};
+    let mut found = false;
+    {
+        let mut r = BufReader::new(&mut *message).take(1 << 20);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches(['\r', '\n']);
+            if text.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = text.split_once(':') {
+                if name.eq_ignore_ascii_case("delivered-to")
+                    && value.trim().eq_ignore_ascii_case(dest)
+                {
+                    found = true;
+                    break;
+                }
+            }
+        }
+    }
+    message.seek(SeekFrom::Start(0))?;
+    Ok(found)
 }
 
 /// The user's mailbox, created as root if missing: 0600, the user's.
@@ -421,6 +463,24 @@ mod tests {
             maildir_path(Some("%{user.directory}/.maildir"), "bob", "/home/bob"),
             Path::new("/home/bob/.maildir")
         );
+    }
+
+    #[test]
+    fn a_delivered_to_header_for_this_destination_is_a_loop() {
+        let path = std::env::temp_dir().join(format!("smtpd-loop-{}", std::process::id()));
+        let text = "Received: x\r\nDelivered-To: Bob@Example.org\r\n\r\nDelivered-To: body@example.org\r\n";
+        std::fs::write(&path, text).unwrap();
+        let mut f = File::open(&path).unwrap();
+        assert!(delivered_to(&mut f, "bob@example.org").unwrap());
+        assert!(!delivered_to(&mut f, "alice@example.org").unwrap());
+        assert!(
+            !delivered_to(&mut f, "body@example.org").unwrap(),
+            "the body is not headers"
+        );
+        let mut all = String::new();
+        f.read_to_string(&mut all).unwrap();
+        assert_eq!(all, text, "rewound for the delivery");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

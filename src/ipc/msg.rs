@@ -296,10 +296,24 @@ link!(
     /// control <-> ca: log verbosity, profiling.
     ControlCa
 );
-link!(
-    /// lka <-> queue: envelope expansion results, bounce lookups.
-    LkaQueue
-);
+/// lka <-> queue: where a bounce goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LkaQueue {
+    Hello {
+        from: Role,
+    },
+    /// queue -> lka: route a bounce to `rcpt` (the failed message's
+    /// sender) as a local, internal message from the null sender.
+    Bounce {
+        req: u64,
+        rcpt: String,
+    },
+    /// lka -> queue: what it expands to, or why it goes nowhere.
+    BounceRoute {
+        req: u64,
+        result: Result<Vec<Destination>, String>,
+    },
+}
 
 /// Where a session comes from, as lka needs it to apply the match rules.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -590,6 +604,10 @@ link_impl!(QueueDispatcher {
     Committed => 0,
     CommitFailed => 0,
     Abort => 0,
+});
+link_impl!(LkaQueue {
+    Bounce => 0,
+    BounceRoute => 0
 });
 link_impl!(QueueScheduler {
     Envelopes => 0,
