@@ -83,11 +83,13 @@ def deliveryd(users, workroot):
         'action "junk" maildir "~/Mail/inbox" junk\n'
         f'action "mda" mda "{scripts / "mda.sh"}"\n'
         f'action "retry" mda "{scripts / "tempfail-once.sh"}"\n'
+        'action "fail" mda "exit 1"\n'
         'match from any for domain "mbox.test" action "mbox"\n'
         'match from any for domain "maildir.test" action "maildir"\n'
         'match from any for domain "junk.test" action "junk"\n'
         'match from any for domain "mda.test" action "mda"\n'
         'match from any for domain "retry.test" action "retry"\n'
+        'match from any for domain "fail.test" action "fail"\n'
     )
     inst = h.Instance(base / "smtpd", conf, name="delivery", deliver=True,
                       binds=[(home, "/home"), (mail, "/var/mail")])
@@ -366,3 +368,36 @@ def test_unsafe_forward_is_never_read(deliveryd, users, bob_forward, kind):
         deliveryd.wait_log(r"forward")
     finally:
         secret.unlink()
+
+
+def test_a_failed_delivery_bounces_once_to_the_sender(deliveryd):
+    """A permanent failure after acceptance (here an mda that exits 1)
+    sends one RFC 3464 report from MAILER-DAEMON to the sender, with the
+    failed recipient, its status and the original headers."""
+    send(deliveryd, "smtpdrs-alice@fail.test", "will bounce", sender="smtpdrs-bob@mbox.test")
+    deliveryd.wait_log(r"mda delivery .*to=<smtpdrs-alice@fail\.test> .*result=PermFail")
+    box = deliveryd.mail / "smtpdrs-bob"
+    text = wait_for(lambda: box.exists() and b"Subject: will bounce" in box.read_bytes() and box.read_bytes(),
+                    what="the bounce in the sender's mbox")
+    report = text[text.rindex(b"From MAILER-DAEMON "):] if b"From MAILER-DAEMON " in text else b""
+    assert report, text[-2000:]
+    assert b"Subject: Delivery status notification: failed" in report
+    assert b"Content-Type: multipart/report" in report and b"report-type=delivery-status" in report
+    assert b"Final-Recipient: rfc822; smtpdrs-alice@fail.test" in report
+    assert b"Action: failed" in report and b"Status: 5." in report
+    assert report.count(b"Subject: will bounce") == 1, "the original headers, once"
+    wait_for(lambda: gone_from_queue(deliveryd, "will bounce"), what="the queue to let go")
+    time.sleep(1)
+    assert box.read_bytes().count(b"From MAILER-DAEMON ") == text.count(b"From MAILER-DAEMON "), "one bounce"
+
+
+def test_no_bounce_for_the_null_sender(deliveryd):
+    before = {p.name: p.read_bytes() for p in deliveryd.mail.iterdir()}
+    s = smtp(deliveryd)
+    assert s.sendmail("<>", ["smtpdrs-alice@fail.test"], "Subject: from nobody\r\n\r\nx\r\n") == {}
+    s.quit()
+    deliveryd.wait_log(r"mda delivery .*from=<> to=<smtpdrs-alice@fail\.test> .*result=PermFail")
+    wait_for(lambda: gone_from_queue(deliveryd, "from nobody"), what="the queue to let go")
+    time.sleep(1)
+    after = {p.name: p.read_bytes() for p in deliveryd.mail.iterdir()}
+    assert after == before, "nothing delivered anywhere"

@@ -16,7 +16,7 @@ pub mod table;
 
 use crate::config::ast::TableSource;
 use crate::config::view::{LkaView, View};
-use crate::ipc::msg::{self, Destination, LkaDispatcher, LookupResult, Verdict};
+use crate::ipc::msg::{self, Destination, LkaDispatcher, LkaQueue, LookupResult, Verdict};
 use crate::proc::Role;
 use crate::prologue::{serve, Setup};
 use crate::smtp::address::{self, Mailbox};
@@ -61,6 +61,29 @@ impl Lka {
             rules,
             forward: None,
         })
+    }
+
+    /// Where a bounce to `rcpt` goes: the rules and the expansion, as
+    /// for a message from the null sender submitted locally (OpenSMTPD
+    /// enqueues its bounces through a local session).
+    pub fn route_bounce(&self, rcpt: &str) -> Result<Vec<Destination>, String> {
+        let local = msg::SessionInfo {
+            addr: None,
+            listener: 0,
+            rdns: None,
+            helo: "localhost".into(),
+            auth_user: None,
+            tag: None,
+            tls: false,
+        };
+        match self.rcpt(&local, "", rcpt) {
+            Verdict::Accept { dests } => Ok(dests),
+            Verdict::Reject {
+                code,
+                enhanced,
+                text,
+            } => Err(format!("{code} {enhanced} {text}")),
+        }
     }
 
     /// The verdict for one recipient.
@@ -236,6 +259,17 @@ pub fn run(setup: Setup) -> Result<(), String> {
         |_, _| Ok(()),
         |links, lp, frames| {
             for f in frames {
+                if f.peer == Role::Queue {
+                    let reply = match f.decode::<LkaQueue>()? {
+                        LkaQueue::Bounce { req, rcpt } => LkaQueue::BounceRoute {
+                            req,
+                            result: lka.route_bounce(&rcpt),
+                        },
+                        other => return Err(msg::unexpected(Role::Queue, &other)),
+                    };
+                    links.send(lp, Role::Queue, &reply, Vec::new())?;
+                    continue;
+                }
                 if f.peer != Role::Dispatcher {
                     return Err(f.refuse(Role::Lka));
                 }

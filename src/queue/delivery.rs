@@ -6,9 +6,9 @@
 //! tells the scheduler. Every try is logged in OpenSMTPD's `mda delivery`
 //! form.
 //!
-//! Not yet here (left for the relay issue and the bounce work): relayed
-//! envelopes are held with a temporary failure, and a failed or expired
-//! envelope is logged and removed without a bounce to its sender.
+//! Not yet here (left for the relay issue): relayed envelopes are held
+//! with a temporary failure. A failed or expired envelope bounces
+//! ([`super::bounce`]).
 
 use super::Queue;
 use crate::event::Loop;
@@ -43,7 +43,7 @@ impl Queue {
             }
             QueueScheduler::Expired { ids } => {
                 for id in ids {
-                    self.expire(id);
+                    self.expire(links, lp, id)?;
                 }
                 Ok(())
             }
@@ -109,7 +109,7 @@ impl Queue {
             DeliveryOutcome::TempFail(text) => self.temp_fail(links, lp, env, &text),
             DeliveryOutcome::PermFail(text) => {
                 log_delivery(&env, "PermFail", &text);
-                self.remove(&env);
+                self.fail(links, lp, env, &text)?;
                 tell(links, lp, QueueScheduler::PermFailed { id })
             }
         }
@@ -139,20 +139,25 @@ impl Queue {
         }
     }
 
-    fn expire(&mut self, id: u64) {
-        let Some(evpid) = EvpId::new(id) else { return };
-        if let Ok(env) = self.spool.load_envelope(evpid) {
-            let text = if env.last_error.is_empty() {
-                "Envelope expired".to_string()
-            } else {
-                format!("Envelope expired: {}", env.last_error)
-            };
-            log_delivery(&env, "PermFail", &text);
-            self.remove(&env);
+    fn expire(&mut self, links: &mut Links, lp: &Loop, id: u64) -> Result<(), String> {
+        let Some(evpid) = EvpId::new(id) else {
+            return Ok(());
+        };
+        match self.spool.load_envelope(evpid) {
+            Ok(env) => {
+                let text = if env.last_error.is_empty() {
+                    "Envelope expired".to_string()
+                } else {
+                    format!("Envelope expired: {}", env.last_error)
+                };
+                log_delivery(&env, "PermFail", &text);
+                self.fail(links, lp, env, &text)
+            }
+            Err(_) => Ok(()),
         }
     }
 
-    fn remove(&self, env: &Envelope) {
+    pub(super) fn remove(&self, env: &Envelope) {
         if let Err(e) = self.spool.remove_envelope(env.id) {
             log::warn!("warn: queue: cannot remove envelope {}: {e}", env.id);
         }

@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bounce;
 mod delivery;
 
 use crate::config::view::View;
@@ -51,9 +52,13 @@ struct Pending {
 /// A message staged into queue/, waiting for the flush that makes it
 /// durable before its 250.
 struct Staged {
-    req: u64,
+    /// The dispatcher's request, for a received message; None for a
+    /// bounce the queue made.
+    req: Option<u64>,
     msgid: MsgId,
     envelopes: Vec<(u64, NewEntry)>,
+    /// A bounce's failed envelope: removed once the bounce is committed.
+    bounced: Option<Envelope>,
 }
 
 /// The queue's state between turns of the loop.
@@ -71,6 +76,10 @@ struct Queue {
     flushing: Vec<Staged>,
     /// Envelopes handed to the parent for local delivery, by id.
     inflight: HashMap<u64, Envelope>,
+    /// Bounces waiting for lka's routing: their text and the failed
+    /// envelope, by request.
+    bounces: HashMap<u64, (Vec<u8>, Envelope)>,
+    next_req: u64,
 }
 
 /// Entry point after the prologue.
@@ -91,6 +100,8 @@ pub fn run(setup: Setup) -> Result<(), String> {
         published: Published::default(),
         flushing: Vec::new(),
         inflight: HashMap::new(),
+        bounces: HashMap::new(),
+        next_req: 0,
     };
     run_service(setup.links, &mut queue)
 }
@@ -123,6 +134,10 @@ impl Service for Queue {
                 Role::Dispatcher => {}
                 Role::Scheduler => {
                     self.scheduler_frame(links, lp, f)?;
+                    continue;
+                }
+                Role::Lka => {
+                    self.lka_frame(f)?;
                     continue;
                 }
                 _ => return Err(f.refuse(Role::Queue)),
@@ -219,7 +234,8 @@ impl Queue {
             Ok(files) => {
                 self.job.files.extend(files);
                 self.staged.push(Staged {
-                    req,
+                    req: Some(req),
+                    bounced: None,
                     msgid: id,
                     envelopes: p
                         .envelopes
@@ -269,18 +285,33 @@ impl Queue {
             );
             for s in covered {
                 self.spool.take_back(s.msgid);
-                failed(links, lp, s.req, s.msgid, &e)?;
+                // A bounce's failed envelope stays in the spool: the next
+                // start tries it again, and bounces it again.
+                if let Some(req) = s.req {
+                    failed(links, lp, req, s.msgid, &e)?;
+                }
             }
             return Ok(());
         }
         let mut committed = Vec::new();
         for s in covered {
             committed.extend_from_slice(&s.envelopes);
-            let m = QueueDispatcher::Committed {
-                req: s.req,
-                msgid: s.msgid.get(),
-            };
-            links.send(lp, Role::Dispatcher, &m, Vec::new())?;
+            if let Some(req) = s.req {
+                let m = QueueDispatcher::Committed {
+                    req,
+                    msgid: s.msgid.get(),
+                };
+                links.send(lp, Role::Dispatcher, &m, Vec::new())?;
+            }
+            if let Some(orig) = s.bounced {
+                log::info!(
+                    "info: queue: bounce msgid={} for evpid={} to <{}>",
+                    s.msgid,
+                    orig.id,
+                    orig.sender
+                );
+                self.remove(&orig);
+            }
         }
         notify_scheduler(links, lp, &committed)
     }
