@@ -78,18 +78,21 @@ def deliveryd(users, workroot):
         os.chmod(p, 0o755)
     conf = (
         'listen on 127.0.0.1\n'
+        'bounce warn-interval 5s\n'
         'action "mbox" mbox\n'
         'action "maildir" maildir\n'
         'action "junk" maildir "~/Mail/inbox" junk\n'
         f'action "mda" mda "{scripts / "mda.sh"}"\n'
         f'action "retry" mda "{scripts / "tempfail-once.sh"}"\n'
         'action "fail" mda "exit 1"\n'
+        'action "later" mda "exit 75"\n'
         'match from any for domain "mbox.test" action "mbox"\n'
         'match from any for domain "maildir.test" action "maildir"\n'
         'match from any for domain "junk.test" action "junk"\n'
         'match from any for domain "mda.test" action "mda"\n'
         'match from any for domain "retry.test" action "retry"\n'
         'match from any for domain "fail.test" action "fail"\n'
+        'match from any for domain "later.test" action "later"\n'
     )
     inst = h.Instance(base / "smtpd", conf, name="delivery", deliver=True,
                       binds=[(home, "/home"), (mail, "/var/mail")])
@@ -401,3 +404,22 @@ def test_no_bounce_for_the_null_sender(deliveryd):
     time.sleep(1)
     after = {p.name: p.read_bytes() for p in deliveryd.mail.iterdir()}
     assert after == before, "nothing delivered anywhere"
+
+
+def test_a_delayed_message_gets_one_delay_notice(deliveryd):
+    """`bounce warn-interval 5s`: a message still queued past 5 s (its mda
+    keeps failing temporarily) earns its sender one 'delayed' report, and
+    stays queued."""
+    send(deliveryd, "smtpdrs-alice@later.test", "slow one", sender="smtpdrs-bob@mbox.test")
+    box = deliveryd.mail / "smtpdrs-bob"
+
+    def notice():
+        if not box.exists():
+            return None
+        t = box.read_bytes()
+        i = t.find(b"Subject: Delivery status notification: delayed")
+        return t if i >= 0 and b"Subject: slow one" in t[i:] else None
+
+    text = wait_for(notice, timeout=20, what="the delay notice")
+    assert b"Action: delayed" in text and b"Status: 4." in text
+    assert any(b"slow one" in m for m, _ in queued(deliveryd).values()), "still queued"

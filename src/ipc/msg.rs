@@ -501,6 +501,15 @@ pub enum QueueScheduler {
     Expired {
         ids: Vec<u64>,
     },
+    /// scheduler -> queue: tell the sender this envelope is delayed
+    /// (`bounce warn-interval`): queued for `delay` s, kept up to `ttl`;
+    /// `mark` is what the envelope's last_warn becomes.
+    Delayed {
+        id: u64,
+        delay: u64,
+        mark: u64,
+        ttl: u64,
+    },
     /// queue -> scheduler: how one try ended. Delivered and failed
     /// envelopes are gone from the queue; a temporary failure is kept
     /// (its retry count already written) for the next try.
@@ -613,6 +622,7 @@ link_impl!(QueueScheduler {
     Envelopes => 0,
     Deliver => 0,
     Expired => 0,
+    Delayed => 0,
     Delivered => 0,
     TempFailed => 0,
     PermFailed => 0

@@ -86,10 +86,66 @@ impl Queue {
             ret: env.ret,
             message: &original,
         });
+        self.route(links, lp, bytes, env, true)
+    }
+
+    /// The envelope is delayed past a `bounce warn-interval`: tell its
+    /// sender, once per interval (the mark is written to the envelope
+    /// first, so a restart does not send it again).
+    pub(super) fn delayed(
+        &mut self,
+        links: &mut Links,
+        lp: &Loop,
+        mut env: Envelope,
+        delay: u64,
+        mark: u64,
+        ttl: u64,
+    ) -> Result<(), String> {
+        let is_bounce = env.kind == Kind::Bounce || env.flags.contains(Flags::BOUNCE);
+        if is_bounce || !bounce::should_bounce(&env.sender, env.notify, Action::Delayed) {
+            return Ok(());
+        }
+        env.last_warn = env.last_warn.max(mark);
+        if let Err(e) = self.spool.update_envelope(&env) {
+            log::warn!("warn: queue: cannot update envelope {}: {e}", env.id);
+            return Ok(());
+        }
+        let original = self.read_original(env.id.msgid()).unwrap_or_default();
+        let report = [RcptReport {
+            rcpt: env.dest.clone(),
+            orcpt: env.orcpt.clone(),
+            action: Action::Delayed,
+            status: None,
+            diagnostic: env.last_error.clone(),
+            last_attempt: Some(env.last_try),
+        }];
+        let bytes = bounce::bounce_message(&Report {
+            hostname: &env.hostname,
+            sender: &env.sender,
+            kind: ReportKind::Delay { delay, ttl },
+            recipients: &report,
+            envid: env.envid.as_deref(),
+            arrival: env.ctime,
+            now: now(),
+            ret: env.ret,
+            message: &original,
+        });
+        self.route(links, lp, bytes, env, false)
+    }
+
+    /// Ask lka where a report goes.
+    fn route(
+        &mut self,
+        links: &mut Links,
+        lp: &Loop,
+        bytes: Vec<u8>,
+        env: Envelope,
+        remove: bool,
+    ) -> Result<(), String> {
         self.next_req += 1;
         let req = self.next_req;
         let rcpt = env.sender.clone();
-        self.bounces.insert(req, (bytes, env));
+        self.bounces.insert(req, (bytes, env, remove));
         links.send(lp, Role::Lka, &LkaQueue::Bounce { req, rcpt }, Vec::new())
     }
 
@@ -106,12 +162,12 @@ impl Queue {
     pub(super) fn lka_frame(&mut self, f: Frame) -> Result<(), String> {
         match f.decode::<LkaQueue>()? {
             LkaQueue::BounceRoute { req, result } => {
-                let (bytes, orig) = self
+                let (bytes, orig, remove) = self
                     .bounces
                     .remove(&req)
                     .ok_or_else(|| format!("lka channel: route for unknown bounce {req}"))?;
                 match result {
-                    Ok(dests) if !dests.is_empty() => self.enqueue(bytes, orig, &dests),
+                    Ok(dests) if !dests.is_empty() => self.enqueue(bytes, orig, remove, &dests),
                     Ok(_) | Err(_) => {
                         let why = result.err().unwrap_or_else(|| "no destination".into());
                         log::warn!(
@@ -120,7 +176,9 @@ impl Queue {
                             orig.id,
                             crate::log::escape(why.as_bytes())
                         );
-                        self.remove(&orig);
+                        if remove {
+                            self.remove(&orig);
+                        }
                     }
                 }
                 Ok(())
@@ -131,7 +189,7 @@ impl Queue {
 
     /// Write the bounce into the spool and stage it; the failed envelope
     /// goes once the bounce is committed (see `Queue::flushed`).
-    fn enqueue(&mut self, bytes: Vec<u8>, orig: Envelope, dests: &[Destination]) {
+    fn enqueue(&mut self, bytes: Vec<u8>, orig: Envelope, remove: bool, dests: &[Destination]) {
         let (msgid, mut file) = match self.spool.create_message() {
             Ok(m) => m,
             Err(e) => {
@@ -197,7 +255,7 @@ impl Queue {
                         .iter()
                         .map(|e| (e.id.get(), NewEntry::from_envelope(e)))
                         .collect(),
-                    bounced: Some(orig),
+                    bounced: remove.then_some(orig),
                 });
             }
             Err(e) => log::warn!(

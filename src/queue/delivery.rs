@@ -47,6 +47,20 @@ impl Queue {
                 }
                 Ok(())
             }
+            QueueScheduler::Delayed {
+                id,
+                delay,
+                mark,
+                ttl,
+            } => {
+                let Some(evpid) = EvpId::new(id) else {
+                    return Ok(());
+                };
+                match self.spool.load_envelope(evpid) {
+                    Ok(env) => self.delayed(links, lp, env, delay, mark, ttl),
+                    Err(_) => Ok(()),
+                }
+            }
             other => Err(msg::unexpected(Role::Scheduler, &other)),
         }
     }

@@ -76,9 +76,10 @@ struct Queue {
     flushing: Vec<Staged>,
     /// Envelopes handed to the parent for local delivery, by id.
     inflight: HashMap<u64, Envelope>,
-    /// Bounces waiting for lka's routing: their text and the failed
-    /// envelope, by request.
-    bounces: HashMap<u64, (Vec<u8>, Envelope)>,
+    /// Bounces waiting for lka's routing: their text, the envelope they
+    /// report on, and whether it goes once the report is committed (a
+    /// failure) or stays (a delay notice), by request.
+    bounces: HashMap<u64, (Vec<u8>, Envelope, bool)>,
     next_req: u64,
 }
 

@@ -88,11 +88,24 @@ impl Service for Scheduler {
                 }
                 QueueScheduler::TempFailed { id } => match self.schedule.temp_fail(id, t) {
                     Some(Retry::Later {
-                        next_try, retry, ..
-                    }) => log::debug!(
-                        "debug: scheduler: {id:016x} try {retry} in {} s",
-                        next_try.saturating_sub(t)
-                    ),
+                        next_try,
+                        retry,
+                        warn,
+                    }) => {
+                        log::debug!(
+                            "debug: scheduler: {id:016x} try {retry} in {} s",
+                            next_try.saturating_sub(t)
+                        );
+                        if let Some(w) = warn {
+                            let m = QueueScheduler::Delayed {
+                                id,
+                                delay: w.delay,
+                                mark: w.mark,
+                                ttl: w.ttl,
+                            };
+                            links.send(lp, Role::Queue, &m, Vec::new())?;
+                        }
+                    }
                     Some(Retry::Removed) | None => {}
                 },
                 other => return Err(msg::unexpected(Role::Queue, &other)),
