@@ -423,3 +423,64 @@ def test_a_delayed_message_gets_one_delay_notice(deliveryd):
     text = wait_for(notice, timeout=20, what="the delay notice")
     assert b"Action: delayed" in text and b"Status: 4." in text
     assert any(b"slow one" in m for m, _ in queued(deliveryd).values()), "still queued"
+
+
+@pytest.fixture(scope="module")
+def virtd(users, workroot):
+    """Virtual domains as OpenSMTPD configs have them: a virtual table, one
+    system user that owns every virtual mailbox (`user`), Maildirs named
+    after the destination; and a userbase table of users with no passwd
+    entry (their uid is alice's, their home a directory of the table's)."""
+    os.makedirs("/etc/mail", exist_ok=True)
+    base = Path(workroot) / "virtual"
+    home, etc = base / "home", base / "etc-mail"
+    for d in (home, etc):
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o755)
+    bob, alice = users["smtpdrs-bob"], users["smtpdrs-alice"]
+    for name, pw in users.items():
+        (home / name).mkdir(exist_ok=True)
+        os.chown(home / name, pw.pw_uid, pw.pw_gid)
+    vhome = home / "vuser-home"
+    vhome.mkdir(exist_ok=True)
+    os.chown(vhome, alice.pw_uid, alice.pw_gid)
+    (etc / "virtuals").write_text(
+        "sales@virt.test staff@virt.test\n"
+        "staff@virt.test smtpdrs-bob\n"
+        "@virt.test error:550 5.1.1 No such virtual user\n"
+    )
+    (etc / "vbase").write_text(f"vuser {alice.pw_uid}:{alice.pw_gid}:/home/vuser-home\n")
+    conf = (
+        'listen on 127.0.0.1\n'
+        'table virtuals file:/etc/mail/virtuals\n'
+        'table vbase file:/etc/mail/vbase\n'
+        'action "virt" maildir "/home/smtpdrs-bob/vmail/%{dest.domain}/%{dest.user}" '
+        'virtual <virtuals> user smtpdrs-bob\n'
+        'action "vb" maildir userbase <vbase>\n'
+        'match from any for domain "virt.test" action "virt"\n'
+        'match from any for domain "vb.test" action "vb"\n'
+    )
+    inst = h.Instance(base / "smtpd", conf, name="virtual", deliver=True,
+                      binds=[(home, "/home"), (etc, "/etc/mail")])
+    inst.start()
+    inst.home = home
+    yield inst
+    inst.stop()
+
+
+def test_virtual_domain_delivers_as_its_user_into_named_maildirs(virtd, users):
+    send(virtd, "sales@virt.test", "for sales")
+    new = virtd.home / "smtpdrs-bob" / "vmail" / "virt.test" / "staff" / "new"
+    files = wait_for(lambda: new.is_dir() and list(new.iterdir()), what="the virtual Maildir")
+    assert b"Subject: for sales" in files[0].read_bytes()
+    assert files[0].stat().st_uid == users["smtpdrs-bob"].pw_uid
+    assert rcpt_reply(virtd, "nobody@virt.test") == (550, b"5.1.1 No such virtual user")
+
+
+def test_userbase_user_without_a_passwd_entry(virtd, users):
+    send(virtd, "vuser@vb.test", "for a userbase user")
+    new = virtd.home / "vuser-home" / "Maildir" / "new"
+    files = wait_for(lambda: new.is_dir() and list(new.iterdir()), what="the userbase user's Maildir")
+    assert b"Subject: for a userbase user" in files[0].read_bytes()
+    assert files[0].stat().st_uid == users["smtpdrs-alice"].pw_uid
+    assert rcpt_reply(virtd, "ghost@vb.test")[0] == 550

@@ -386,9 +386,16 @@ fn local_job(cfg: &Config, hostname: &str, req: LocalRequest) -> Result<LocalJob
     if user.is_empty() || user.starts_with('-') || user.contains(['/', '\0']) {
         return Err(format!("no valid local user in {:?}", req.dest));
     }
+    // The action's `user` is a system user: looked up by name.
+    let account = if action.local.user.is_some() {
+        None
+    } else {
+        req.account
+    };
     Ok(LocalJob {
         id: req.id,
         user,
+        account,
         method,
         sender: req.sender,
         rcpt: req.rcpt,

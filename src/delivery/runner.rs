@@ -303,13 +303,26 @@ fn start(job: &LocalJob, message: OwnedFd) -> std::io::Result<(libc::pid_t, Unix
 
 /// In the child: become the user and deliver.
 fn deliver(job: &LocalJob, mut message: File) -> Outcome {
-    let acct = match sys::privdrop::lookup(&job.user) {
+    let found = match &job.account {
+        // A userbase user: lka found it in the action's table.
+        Some(a) => Ok(sys::privdrop::Account {
+            name: job.user.clone(),
+            uid: a.uid,
+            gid: a.gid,
+            home: a.home.clone(),
+        }),
+        None => sys::privdrop::lookup(&job.user),
+    };
+    let acct = match found {
         Ok(a) => a,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Outcome::PermFail(format!("550 5.1.1 Invalid recipient: no user {}", job.user))
         }
         Err(e) => return Outcome::TempFail(format!("user {}: {e}", job.user)),
     };
+    if job.account.is_some() && acct.uid == 0 {
+        return Outcome::PermFail("550 5.7.1 userbase user with uid 0 refused".into());
+    }
     let mbox_path = Path::new(MAIL_SPOOL).join(&acct.name);
     if job.method == LocalMethod::Mbox {
         // As OpenSMTPD's mda_mbox_init: root makes the user's mailbox, so
@@ -344,7 +357,7 @@ fn deliver(job: &LocalJob, mut message: File) -> Outcome {
         LocalMethod::Mbox => mbox::deliver(&r, &mbox_path, &mut message),
         LocalMethod::File { path } => mbox::deliver(&r, Path::new(path), &mut message),
         LocalMethod::Maildir { path, junk } => {
-            let dir = maildir_path(path.as_deref(), &acct.name, &acct.home);
+            let dir = maildir_path(path.as_deref(), &acct.name, &acct.home, &job.dest);
             maildir::deliver(&r, &dir, *junk, &mut message)
         }
         LocalMethod::Mda { command } => mda::deliver(&r, command, &mut message, MDA_TIMEOUT),
@@ -427,13 +440,21 @@ fn create_mbox(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     }
 }
 
-/// `maildir [path]`: ~/Maildir by default; `~/` and the two formats
-/// OpenSMTPD's default configs use are expanded.
-pub fn maildir_path(path: Option<&str>, user: &str, home: &str) -> PathBuf {
+/// `maildir [path]`: ~/Maildir by default; `~/` and the formats
+/// OpenSMTPD's configs use for virtual domains are expanded:
+/// `%{user.username}`, `%{user.directory}`, `%{dest.user}`,
+/// `%{dest.domain}` (lower-cased, and made safe for a path as
+/// OpenSMTPD's mda_expand_format does: `/` and the other characters of
+/// MAILADDR_ESCAPE become `:`, and so does a leading `.`, so an address
+/// can never climb out of the directory).
+pub fn maildir_path(path: Option<&str>, user: &str, home: &str, dest: &str) -> PathBuf {
+    let (dest_user, dest_domain) = dest.rsplit_once('@').unwrap_or((dest, ""));
     let p = path.unwrap_or("~/Maildir");
     let p = p
         .replace("%{user.username}", user)
-        .replace("%{user.directory}", home);
+        .replace("%{user.directory}", home)
+        .replace("%{dest.user}", &path_safe(dest_user))
+        .replace("%{dest.domain}", &path_safe(dest_domain));
     match p.strip_prefix("~/") {
         Some(rest) => Path::new(home).join(rest),
         None if p == "~" => PathBuf::from(home),
@@ -441,26 +462,73 @@ pub fn maildir_path(path: Option<&str>, user: &str, home: &str) -> PathBuf {
     }
 }
 
+/// An address part as a path component (see `maildir_path`).
+fn path_safe(s: &str) -> String {
+    const ESCAPE: &str = "!#$%&'*/?^`{|}~\\";
+    s.to_lowercase()
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if ESCAPE.contains(c) || (i == 0 && c == '.') || c.is_control() {
+                ':'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn virtual_maildir_paths_cannot_climb_out() {
+        let p = |dest| {
+            maildir_path(
+                Some("/var/vmail/%{dest.domain}/%{dest.user}"),
+                "vmail",
+                "/var/vmail",
+                dest,
+            )
+        };
+        assert_eq!(
+            p("Bob@Example.org"),
+            Path::new("/var/vmail/example.org/bob")
+        );
+        assert_eq!(
+            p("../x@example.org"),
+            Path::new("/var/vmail/example.org/:.:x")
+        );
+        assert_eq!(p("a/b@c/d"), Path::new("/var/vmail/c:d/a:b"));
+    }
+
+    #[test]
     fn maildir_paths() {
         assert_eq!(
-            maildir_path(None, "bob", "/home/bob"),
+            maildir_path(None, "bob", "/home/bob", "Bob@Example.org"),
             Path::new("/home/bob/Maildir")
         );
         assert_eq!(
-            maildir_path(Some("~/Mail/inbox"), "bob", "/home/bob"),
+            maildir_path(Some("~/Mail/inbox"), "bob", "/home/bob", "Bob@Example.org"),
             Path::new("/home/bob/Mail/inbox")
         );
         assert_eq!(
-            maildir_path(Some("/var/vmail/%{user.username}"), "bob", "/home/bob"),
+            maildir_path(
+                Some("/var/vmail/%{user.username}"),
+                "bob",
+                "/home/bob",
+                "Bob@Example.org"
+            ),
             Path::new("/var/vmail/bob")
         );
         assert_eq!(
-            maildir_path(Some("%{user.directory}/.maildir"), "bob", "/home/bob"),
+            maildir_path(
+                Some("%{user.directory}/.maildir"),
+                "bob",
+                "/home/bob",
+                "Bob@Example.org"
+            ),
             Path::new("/home/bob/.maildir")
         );
     }

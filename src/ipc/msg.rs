@@ -140,6 +140,7 @@ pub struct LocalRequest {
     /// a file or command that replaces the action's method.
     pub user: String,
     pub target: Option<crate::spool::LocalTarget>,
+    pub account: Option<crate::spool::LocalAccount>,
 }
 
 /// How a delivery attempt ended (`delivery::Outcome` on the wire).
@@ -180,8 +181,10 @@ pub enum LocalMethod {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalJob {
     pub id: u64,
-    /// The local user to deliver as (login name).
+    /// The local user to deliver as (login name), and its uid, gid and
+    /// home when it is a `userbase` user rather than a system one.
     pub user: String,
+    pub account: Option<crate::spool::LocalAccount>,
     pub method: LocalMethod,
     pub sender: String,
     pub rcpt: String,
@@ -355,6 +358,8 @@ pub struct Destination {
     /// or `.forward` named instead of the action's method.
     pub user: String,
     pub target: Option<crate::spool::LocalTarget>,
+    /// A `userbase` user's uid, gid and home (see Envelope::account).
+    pub account: Option<crate::spool::LocalAccount>,
 }
 
 /// dispatcher <-> lka: policy for each RCPT, AUTH checks.

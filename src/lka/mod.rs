@@ -20,7 +20,7 @@ use crate::ipc::msg::{self, Destination, LkaDispatcher, LkaQueue, LookupResult, 
 use crate::proc::Role;
 use crate::prologue::{serve, Setup};
 use crate::smtp::address::{self, Mailbox};
-use crate::spool::LocalTarget;
+use crate::spool::{LocalAccount, LocalTarget};
 use policy::{Decision, LocalHost, Ruleset};
 use table::{Table, Tables};
 
@@ -131,7 +131,10 @@ impl Lka {
                 };
                 match expand::expand(action, &to, &resolver, &opts) {
                     Ok(nodes) => Verdict::Accept {
-                        dests: nodes.into_iter().map(destination).collect(),
+                        dests: nodes
+                            .into_iter()
+                            .map(|n| destination(self.view, n))
+                            .collect(),
                     },
                     Err(f) => Verdict::Reject {
                         code: f.code,
@@ -195,52 +198,79 @@ impl Lka {
     }
 }
 
-/// One expanded node as the dispatcher makes an envelope of it.
-fn destination(e: expand::Expanded) -> Destination {
-    let run_as = |r: expand::RunAs| match r {
-        expand::RunAs::Daemon => crate::proc::USER_SMTPD.to_string(),
-        expand::RunAs::User(u) => u.name,
+/// One expanded node as the dispatcher makes an envelope of it. A user
+/// found in the action's `userbase` travels with its uid, gid and home
+/// (it has no passwd entry for the delivery to look up).
+fn destination(view: &LkaView, e: expand::Expanded) -> Destination {
+    let from_userbase = |action: &str| {
+        view.actions
+            .iter()
+            .any(|a| a.name == action && a.local.userbase.is_some())
+    };
+    let account = |action: &str, u: &expand::UserInfo| {
+        from_userbase(action).then(|| LocalAccount {
+            uid: u.uid,
+            gid: u.gid,
+            home: u.home.to_string_lossy().into_owned(),
+        })
+    };
+    let run_as = |action: &str, r: expand::RunAs| match r {
+        expand::RunAs::Daemon => (crate::proc::USER_SMTPD.to_string(), None),
+        expand::RunAs::User(u) => {
+            let a = account(action, &u);
+            (u.name, a)
+        }
     };
     match e {
         expand::Expanded::User {
             action, dest, user, ..
         } => Destination {
-            action,
+            account: account(&action, &user),
             relay: false,
             dest: dest.to_string(),
             user: user.name,
             target: None,
+            action,
         },
         expand::Expanded::File {
             action,
             dest,
             path,
             run_as: r,
-        } => Destination {
-            action,
-            relay: false,
-            dest: dest.to_string(),
-            user: run_as(r),
-            target: Some(LocalTarget::File(path)),
-        },
+        } => {
+            let (user, account) = run_as(&action, r);
+            Destination {
+                action,
+                relay: false,
+                dest: dest.to_string(),
+                user,
+                target: Some(LocalTarget::File(path)),
+                account,
+            }
+        }
         expand::Expanded::Command {
             action,
             dest,
             command,
             run_as: r,
-        } => Destination {
-            action,
-            relay: false,
-            dest: dest.to_string(),
-            user: run_as(r),
-            target: Some(LocalTarget::Command(command)),
-        },
+        } => {
+            let (user, account) = run_as(&action, r);
+            Destination {
+                action,
+                relay: false,
+                dest: dest.to_string(),
+                user,
+                target: Some(LocalTarget::Command(command)),
+                account,
+            }
+        }
         expand::Expanded::Relay { action, dest } => Destination {
             action,
             relay: true,
             dest: dest.to_string(),
             user: String::new(),
             target: None,
+            account: None,
         },
     }
 }

@@ -224,6 +224,7 @@ impl Queue {
                 dest: d.dest.clone(),
                 user: d.user.clone(),
                 target: d.target.clone(),
+                account: d.account.clone(),
                 action: d.action.clone(),
                 kind: if d.relay { Kind::Relay } else { Kind::Local },
                 tag: None,

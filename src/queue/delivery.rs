@@ -96,6 +96,7 @@ impl Queue {
             dest: env.dest.clone(),
             user: env.user.clone(),
             target: env.target.clone(),
+            account: env.account.clone(),
         };
         links.send_parent(lp, &ToParent::Deliver(req), vec![OwnedFd::from(file)])?;
         self.inflight.insert(id, env);

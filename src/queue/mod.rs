@@ -428,6 +428,7 @@ fn envelope_from(id: crate::spool::EvpId, n: &NewEnvelope, ttl: u64) -> Envelope
         dest: n.dest.dest.clone(),
         user: n.dest.user.clone(),
         target: n.dest.target.clone(),
+        account: n.dest.account.clone(),
         action: n.dest.action.clone(),
         kind: if n.dest.relay {
             Kind::Relay

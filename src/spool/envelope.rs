@@ -76,6 +76,14 @@ pub enum LocalTarget {
     Command(String),
 }
 
+/// A `userbase` user, as the delivery needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalAccount {
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+}
+
 /// RFC 3461 RET: what a bounce carries of the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DsnRet {
@@ -206,6 +214,10 @@ pub struct Envelope {
     /// command.
     pub user: String,
     pub target: Option<LocalTarget>,
+    /// The user's uid, gid and home when lka found them in a `userbase`
+    /// table (virtual users have no passwd entry); None: look the user
+    /// up in the system's users at delivery.
+    pub account: Option<LocalAccount>,
     /// The name of the smtpd.conf action that delivers it.
     pub action: String,
     pub kind: Kind,
@@ -342,6 +354,12 @@ impl Envelope {
             Some(LocalTarget::Command(c)) => text(c, MAX_FIELD, "target")?,
             None => {}
         }
+        if let Some(a) = &self.account {
+            text(&a.home, MAX_FIELD, "account")?;
+            if !a.home.starts_with('/') {
+                return Err(FormatError::Invalid("account"));
+            }
+        }
         if let Some(t) = &self.tag {
             text(t, MAX_FIELD, "tag")?;
         }
@@ -458,6 +476,7 @@ pub(crate) mod tests {
             flags: Flags::AUTHENTICATED,
             user: "bob".into(),
             target: Some(LocalTarget::Command("/usr/bin/procmail -a x".into())),
+            account: None,
             size: 4242,
             body_crc: 0xCBF4_3926,
         }
@@ -501,18 +520,18 @@ pub(crate) mod tests {
         assert_eq!(Envelope::decode(&b).map(|e| e.id), Ok(id()));
     }
 
-    // body_crc, user and target joined version 1 before any release
-    // wrote a spool.
+    // body_crc, user, target and account joined version 1 before any
+    // release wrote a spool.
     const GOLDEN_V1: &str = concat!(
-        "894556500d0a1a0a01000000fb0000001e56bc2fd2c3c387d089cf951a11616c",
+        "894556500d0a1a0a01000000fc000000265b868ed2c3c387d089cf951a11616c",
         "696365406578616d706c652e6f72670f626f62406578616d706c652e6e657401",
         "16706f73746d6173746572406578616d706c652e6e65740f626f62406578616d",
         "706c652e6e657403626f620101162f7573722f62696e2f70726f636d61696c20",
-        "2d6120780572656c6179010102494e106d61696c2e6578616d706c652e6f7267",
-        "093139322e302e322e310e6d782e6578616d706c652e6e657480e2cfaa06808c",
-        "1503d8e6cfaa06001934323120342e372e302074727920616761696e206c6174",
-        "65720601010108515133313431353901167266633832323b626f62406578616d",
-        "706c652e6e6574019221a6f2d0df0c",
+        "2d612078000572656c6179010102494e106d61696c2e6578616d706c652e6f72",
+        "67093139322e302e322e310e6d782e6578616d706c652e6e657480e2cfaa0680",
+        "8c1503d8e6cfaa06001934323120342e372e302074727920616761696e206c61",
+        "7465720601010108515133313431353901167266633832323b626f6240657861",
+        "6d706c652e6e6574019221a6f2d0df0c",
     );
 
     #[test]
