@@ -484,3 +484,25 @@ def test_userbase_user_without_a_passwd_entry(virtd, users):
     assert b"Subject: for a userbase user" in files[0].read_bytes()
     assert files[0].stat().st_uid == users["smtpdrs-alice"].pw_uid
     assert rcpt_reply(virtd, "ghost@vb.test")[0] == 550
+
+
+def test_notify_success_gets_a_delivered_report(deliveryd):
+    """RCPT ... NOTIFY=SUCCESS: once delivered, the sender gets one report
+    whose Action is delivered; ORCPT and ENVID are carried into it."""
+    s = smtp(deliveryd)
+    s.ehlo("client.regress")
+    assert s.mail("smtpdrs-bob@mbox.test", ["RET=HDRS", "ENVID=track-42"])[0] == 250
+    assert s.rcpt("smtpdrs-alice@maildir.test", ["NOTIFY=SUCCESS", "ORCPT=rfc822;alice@orig.test"])[0] == 250
+    assert s.data("Subject: track me\r\n\r\nx\r\n")[0] == 250
+    s.quit()
+    box = deliveryd.mail / "smtpdrs-bob"
+
+    def report():
+        t = box.read_bytes() if box.exists() else b""
+        i = t.find(b"Subject: Delivery status notification: delivered")
+        return t[i:] if i >= 0 else None
+
+    text = wait_for(report, what="the delivered report")
+    assert b"Action: delivered" in text and b"Status: 2." in text
+    assert b"Original-Envelope-Id: track-42" in text
+    assert b"Original-Recipient: rfc822;alice@orig.test" in text

@@ -89,6 +89,41 @@ impl Queue {
         self.route(links, lp, bytes, env, true)
     }
 
+    /// The envelope is delivered: remove it, after a "delivered" report
+    /// when the sender asked for one (NOTIFY=SUCCESS).
+    pub(super) fn delivered(
+        &mut self,
+        links: &mut Links,
+        lp: &Loop,
+        env: Envelope,
+    ) -> Result<(), String> {
+        let is_bounce = env.kind == Kind::Bounce || env.flags.contains(Flags::BOUNCE);
+        if is_bounce || !bounce::should_bounce(&env.sender, env.notify, Action::Delivered) {
+            self.remove(&env);
+            return Ok(());
+        }
+        let report = [RcptReport {
+            rcpt: env.dest.clone(),
+            orcpt: env.orcpt.clone(),
+            action: Action::Delivered,
+            status: None,
+            diagnostic: "250 2.0.0 Delivered".into(),
+            last_attempt: Some(now()),
+        }];
+        let bytes = bounce::bounce_message(&Report {
+            hostname: &env.hostname,
+            sender: &env.sender,
+            kind: ReportKind::Success,
+            recipients: &report,
+            envid: env.envid.as_deref(),
+            arrival: env.ctime,
+            now: now(),
+            ret: env.ret,
+            message: &[],
+        });
+        self.route(links, lp, bytes, env, true)
+    }
+
     /// The envelope is delayed past a `bounce warn-interval`: tell its
     /// sender, once per interval (the mark is written to the envelope
     /// first, so a restart does not send it again).

@@ -118,7 +118,7 @@ impl Queue {
         match outcome {
             DeliveryOutcome::Ok => {
                 log_delivery(&env, "Ok", "Delivered");
-                self.remove(&env);
+                self.delivered(links, lp, env)?;
                 tell(links, lp, QueueScheduler::Delivered { id })
             }
             DeliveryOutcome::TempFail(text) => self.temp_fail(links, lp, env, &text),
