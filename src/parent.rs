@@ -260,6 +260,10 @@ fn start_roles(
         link_ends.insert((a, b), x);
         link_ends.insert((b, a), y);
     }
+    // lka <-> delivery runner: lka asks it for ~/.forward files.
+    let (lka_runner, runner_lka) =
+        sys::fdpass::seqpacket_pair().unwrap_or_else(|e| fatal!("socketpair: {e}"));
+    let mut lka_runner = Some(lka_runner);
     let mut children = Vec::new();
     for spec in ROLES {
         let role = spec.role;
@@ -297,6 +301,10 @@ fn start_roles(
                 let fd = link_ends.remove(&(role, peer)).ok_or(IpcError::Closed)?;
                 child.chan.send(&FromParent::Peer { peer }, vec![fd])?;
             }
+            if role == Role::Lka {
+                let fd = lka_runner.take().ok_or(IpcError::Closed)?;
+                child.chan.send(&FromParent::RunnerChannel, vec![fd])?;
+            }
             if role == Role::Dispatcher {
                 for (i, fd) in std::mem::take(&mut sockets).into_iter().enumerate() {
                     child
@@ -322,7 +330,10 @@ fn start_roles(
     let pid = proc::spawn(exe, role, opts.debug, opts.verbose, theirs.as_fd(), None)
         .unwrap_or_else(|e| fatal!("cannot start {role}: {e}"));
     drop(theirs);
-    let chan = Channel::new(ours, role).unwrap_or_else(|e| fatal!("{role} channel: {e}"));
+    let mut chan = Channel::new(ours, role).unwrap_or_else(|e| fatal!("{role} channel: {e}"));
+    if let Err(e) = chan.send(&ToRunner::LkaChannel, vec![runner_lka]) {
+        log::warn!("warn: sending setup to {role}: {e}");
+    }
     children.push(Child {
         role,
         pid,
@@ -461,7 +472,7 @@ fn supervise(
             let received = if c.role == Role::Delivery {
                 receive_runner(c, &mut out)
             } else {
-                receive_role(c, all_ready, cfg, hostname, &mut out)
+                receive_role(c, cfg, hostname, &mut out)
             };
             match received {
                 Ok(true) => {}
@@ -514,7 +525,6 @@ enum Relay {
 /// passed on as runner jobs. Ok(false) when the channel closed.
 fn receive_role(
     c: &mut Child,
-    all_ready: bool,
     cfg: &Config,
     hostname: &str,
     out: &mut Vec<(Role, Relay, Vec<OwnedFd>)>,
@@ -528,7 +538,7 @@ fn receive_role(
         };
         match m.msg {
             ToParent::Ready { role } if role == c.role && !c.ready => c.ready = true,
-            ToParent::Deliver(req) if c.role == Role::Queue && all_ready => {
+            ToParent::Deliver(req) if c.role == Role::Queue && c.ready => {
                 let id = req.id;
                 match local_job(cfg, hostname, req) {
                     Ok(job) => out.push((Role::Delivery, Relay::Runner(ToRunner::Run(job)), m.fds)),
@@ -539,12 +549,6 @@ fn receive_role(
                     }
                 }
             }
-            // lka asks one at a time and waits: answers come back in order.
-            ToParent::ReadForward(req) if c.role == Role::Lka && all_ready => out.push((
-                Role::Delivery,
-                Relay::Runner(ToRunner::ReadForward(req)),
-                Vec::new(),
-            )),
             other => {
                 return Err(format!(
                     "unexpected {}",
@@ -568,13 +572,7 @@ fn receive_runner(
                     let done = FromParent::DeliveryDone { id, outcome };
                     out.push((Role::Queue, Relay::Role(done), Vec::new()));
                 }
-                FromRunner::Forward(reply) => {
-                    out.push((
-                        Role::Lka,
-                        Relay::Role(FromParent::Forward(reply)),
-                        Vec::new(),
-                    ));
-                }
+                FromRunner::Forward(_) => return Err("unexpected Forward".into()),
             },
             Err(IpcError::Closed) => return Ok(false),
             Err(e) => return Err(e.to_string()),

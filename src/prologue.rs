@@ -48,6 +48,8 @@ pub struct Setup {
     pub links: Links,
     /// Listening sockets, by index (dispatcher only).
     pub listeners: Vec<OwnedFd>,
+    /// lka's channel to the delivery runner.
+    pub runner: Option<OwnedFd>,
     pub view: Sealed<View>,
 }
 
@@ -133,6 +135,7 @@ pub fn run(role: Role, opts: ChildOpts) -> ! {
         role,
         links,
         listeners: received.listeners,
+        runner: received.runner,
         view: sealed,
     };
     let result = match role {
@@ -162,6 +165,7 @@ struct Received {
     view: Vec<u8>,
     peers: Vec<PeerLink>,
     listeners: Vec<OwnedFd>,
+    runner: Option<OwnedFd>,
 }
 
 /// The start messages, in any order, until Start; every one checked.
@@ -172,6 +176,7 @@ fn receive(spec: &RoleSpec, mut parent: Channel) -> Result<Received, String> {
     let mut view_done = false;
     let mut peers: Vec<PeerLink> = Vec::new();
     let mut listeners = Vec::new();
+    let mut runner = None;
     loop {
         let r = parent
             .recv_until::<FromParent>(deadline)
@@ -210,12 +215,20 @@ fn receive(spec: &RoleSpec, mut parent: Channel) -> Result<Received, String> {
             {
                 listeners.push(fds.next().ok_or("Listener without descriptor")?);
             }
-            FromParent::Start if view_done && peers.len() == spec.peers.len() => {
+            FromParent::RunnerChannel if role == Role::Lka && runner.is_none() => {
+                runner = Some(fds.next().ok_or("RunnerChannel without descriptor")?);
+            }
+            FromParent::Start
+                if view_done
+                    && peers.len() == spec.peers.len()
+                    && (role != Role::Lka || runner.is_some()) =>
+            {
                 return Ok(Received {
                     parent,
                     view,
                     peers,
                     listeners,
+                    runner,
                 });
             }
             FromParent::Shutdown => std::process::exit(0),
@@ -321,12 +334,6 @@ impl Links {
                     Ok(Some(m)) if matches!(m.msg, FromParent::DeliveryDone { .. }) => {
                         got.push(m.msg)
                     }
-                    // An answer lka stopped waiting for (see lka::resolve).
-                    Ok(Some(m))
-                        if matches!(m.msg, FromParent::Forward(_)) && self.me == Role::Lka =>
-                    {
-                        log::debug!("debug: lka: late ~/.forward answer dropped")
-                    }
                     Ok(Some(m)) => {
                         return Err(format!(
                             "parent channel: unexpected {}",
@@ -410,16 +417,6 @@ impl Links {
     /// The frames received since the last call, in order.
     pub fn take_frames(&mut self) -> Vec<Frame> {
         std::mem::take(&mut self.inbox)
-    }
-
-    /// A second descriptor of the channel to the parent, for a request
-    /// answered synchronously (lka's `~/.forward`).
-    pub fn dup_parent(&self) -> Result<OwnedFd, String> {
-        use std::os::fd::AsFd;
-        self.parent
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| format!("parent channel: {e}"))
     }
 
     /// Send `m` to the parent (the queue's delivery requests).

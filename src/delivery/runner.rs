@@ -53,6 +53,7 @@ const MAX_REPORT: usize = 4096;
 const MAIL_SPOOL: &str = "/var/mail";
 
 const PARENT: Token = Token(0);
+const LKA: Token = Token(usize::MAX);
 const FIRST_CHILD: usize = 1;
 
 struct Running {
@@ -98,6 +99,7 @@ fn serve(mut chan: Channel) -> Result<(), String> {
     let mut waiting: VecDeque<(LocalJob, OwnedFd)> = VecDeque::new();
     let mut running: HashMap<usize, Running> = HashMap::new();
     let mut next_token = FIRST_CHILD;
+    let mut lka: Option<Channel> = None;
     loop {
         let deadline = running.values().map(|r| r.started + DELIVERY_TIMEOUT).min();
         for r in lp.wait(deadline).map_err(|e| e.to_string())? {
@@ -114,10 +116,22 @@ fn serve(mut chan: Channel) -> Result<(), String> {
                     };
                     match got.msg {
                         ToRunner::Shutdown => return Ok(()),
-                        ToRunner::ReadForward(req) => {
-                            let reply = read_forward(&req);
-                            chan.send(&FromRunner::Forward(reply), Vec::new())
-                                .map_err(|e| format!("parent channel: {e}"))?;
+                        ToRunner::LkaChannel if lka.is_none() => {
+                            let fd = got
+                                .fds
+                                .into_iter()
+                                .next()
+                                .ok_or("LkaChannel without descriptor")?;
+                            let c = Channel::new(fd, Role::Lka).map_err(|e| e.to_string())?;
+                            lp.watch(c.raw_fd(), LKA, false)
+                                .map_err(|e| e.to_string())?;
+                            lka = Some(c);
+                        }
+                        ToRunner::LkaChannel | ToRunner::ReadForward(_) => {
+                            return Err(format!(
+                                "parent channel: unexpected {}",
+                                crate::ipc::msg::Message::name(&got.msg)
+                            ))
                         }
                         ToRunner::Run(job) => {
                             let fd = got.fds.into_iter().next().ok_or("Run without a file")?;
@@ -136,6 +150,16 @@ fn serve(mut chan: Channel) -> Result<(), String> {
                                 waiting.push_back((job, fd));
                             }
                         }
+                    }
+                }
+            } else if r.token == LKA {
+                if let Some(c) = lka.as_mut() {
+                    if serve_lka(c)? {
+                        lp.rewatch(c.raw_fd(), LKA, c.wants_write())
+                            .map_err(|e| e.to_string())?;
+                    } else {
+                        let _ = lp.unwatch(c.raw_fd());
+                        lka = None;
                     }
                 }
             } else if let Some(run) = running.get_mut(&r.token.0) {
@@ -197,6 +221,34 @@ fn serve(mut chan: Channel) -> Result<(), String> {
         }
         lp.rewatch(chan.raw_fd(), PARENT, chan.wants_write())
             .map_err(|e| e.to_string())?;
+    }
+}
+
+/// lka's questions: `~/.forward` files, nothing else (anything else on
+/// this channel ends the runner, and with it the daemon).
+/// Ok(false) once lka has gone (it exits first when the daemon stops).
+fn serve_lka(c: &mut Channel) -> Result<bool, String> {
+    c.flush().map_err(|e| format!("lka channel: {e}"))?;
+    loop {
+        let got = match c.recv::<ToRunner>() {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(true),
+            Err(IpcError::Closed) => return Ok(false),
+            Err(e) => return Err(format!("lka channel: {e}")),
+        };
+        match got.msg {
+            ToRunner::ReadForward(req) => {
+                let reply = read_forward(&req);
+                c.send(&FromRunner::Forward(reply), Vec::new())
+                    .map_err(|e| format!("lka channel: {e}"))?;
+            }
+            other => {
+                return Err(format!(
+                    "lka channel: unexpected {}",
+                    crate::ipc::msg::Message::name(&other)
+                ))
+            }
+        }
     }
 }
 

@@ -50,14 +50,15 @@ pub enum FromParent {
     /// One descriptor: a bound, listening socket (dispatcher: SMTP
     /// listeners, by index into its view; control: the control socket).
     Listener { index: u32 },
+    /// To lka, one descriptor: its channel to the delivery runner, on
+    /// which it asks for `~/.forward` files.
+    RunnerChannel,
     /// Everything has been sent: sandbox yourself and run.
     Start,
     /// Exit now, cleanly.
     Shutdown,
     /// To queue: how the local delivery of envelope `id` ended.
     DeliveryDone { id: u64, outcome: DeliveryOutcome },
-    /// To lka: the `~/.forward` it asked for.
-    Forward(ForwardReply),
 }
 
 impl Message for FromParent {
@@ -67,15 +68,15 @@ impl Message for FromParent {
             FromParent::ConfigEnd { .. } => "ConfigEnd",
             FromParent::Peer { .. } => "Peer",
             FromParent::Listener { .. } => "Listener",
+            FromParent::RunnerChannel => "RunnerChannel",
             FromParent::Start => "Start",
             FromParent::Shutdown => "Shutdown",
             FromParent::DeliveryDone { .. } => "DeliveryDone",
-            FromParent::Forward(_) => "Forward",
         }
     }
     fn fds(&self) -> usize {
         match self {
-            FromParent::Peer { .. } | FromParent::Listener { .. } => 1,
+            FromParent::Peer { .. } | FromParent::Listener { .. } | FromParent::RunnerChannel => 1,
             _ => 0,
         }
     }
@@ -90,9 +91,6 @@ pub enum ToParent {
     /// `id` locally by its action. The parent picks the method from its
     /// own config and has the delivery runner do it as the user.
     Deliver(LocalRequest),
-    /// From lka: read this user's `~/.forward` (the runner does, as root,
-    /// with forward.rs's checks); the answer is FromParent::Forward.
-    ReadForward(ForwardRequest),
 }
 
 /// Whose `~/.forward` lka wants.
@@ -116,7 +114,6 @@ impl Message for ToParent {
         match self {
             ToParent::Ready { .. } => "Ready",
             ToParent::Deliver(_) => "Deliver",
-            ToParent::ReadForward(_) => "ReadForward",
         }
     }
     fn fds(&self) -> usize {
@@ -195,8 +192,13 @@ pub struct LocalJob {
 /// Parent to the delivery runner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToRunner {
-    /// With the message file.
+    /// From the parent, with the message file.
     Run(LocalJob),
+    /// From the parent, first, with one descriptor: the channel on which
+    /// lka asks for `~/.forward` files (and for nothing else).
+    LkaChannel,
+    /// From lka: read this user's `~/.forward`, as root, with
+    /// lka::forward's checks; the answer is FromRunner::Forward.
     ReadForward(ForwardRequest),
     Shutdown,
 }
@@ -206,12 +208,13 @@ impl Message for ToRunner {
         match self {
             ToRunner::Run(_) => "Run",
             ToRunner::ReadForward(_) => "ReadForward",
+            ToRunner::LkaChannel => "LkaChannel",
             ToRunner::Shutdown => "Shutdown",
         }
     }
     fn fds(&self) -> usize {
         match self {
-            ToRunner::Run(_) => 1,
+            ToRunner::Run(_) | ToRunner::LkaChannel => 1,
             ToRunner::ReadForward(_) | ToRunner::Shutdown => 0,
         }
     }

@@ -281,9 +281,9 @@ pub fn run(setup: Setup) -> Result<(), String> {
         return Err("not an lka view".into());
     };
     let mut lka = Lka::new(view)?;
-    let fd = setup.links.dup_parent()?;
+    let fd = setup.runner.ok_or("no channel to the delivery runner")?;
     lka.forward =
-        Some(resolve::ForwardClient::new(fd).map_err(|e| format!("parent channel: {e}"))?);
+        Some(resolve::ForwardClient::new(fd).map_err(|e| format!("runner channel: {e}"))?);
     serve(
         setup.links,
         |_, _| Ok(()),

@@ -7,8 +7,9 @@
 //! `:include:` files are read here, so they must live where lka may read
 //! (/etc/mail, as aliases files do). `~/.forward` is read by the delivery
 //! runner, as root, with every check of [`super::forward`]: lka cannot
-//! open users' homes. lka asks through the parent and waits for the
-//! answer ([`ForwardClient`]), as OpenSMTPD's lka asks its parent.
+//! open users' homes. lka asks the runner over a channel of their own
+//! (the parent made it at start) and waits for the answer
+//! ([`ForwardClient`]), as OpenSMTPD's lka asks its parent.
 
 #![forbid(unsafe_code)]
 
@@ -18,7 +19,7 @@ use super::forward::ForwardError;
 use super::policy::{self, Decision};
 use super::Lka;
 use crate::config::ast::{Action, TableRef};
-use crate::ipc::msg::{ForwardReply, ForwardRequest, FromParent, ToParent};
+use crate::ipc::msg::{ForwardReply, ForwardRequest, FromRunner, ToRunner};
 use crate::ipc::Channel;
 use crate::proc::Role;
 use crate::smtp::address::Mailbox;
@@ -100,10 +101,9 @@ impl Resolver for LkaResolver<'_> {
 /// the recipient rather than lka).
 const FORWARD_WAIT: Duration = Duration::from_secs(5);
 
-/// lka's synchronous line to the parent for `~/.forward`: a second
-/// descriptor of its parent channel, used only while lka waits for the
-/// answer (the loop reads nothing meanwhile; an answer that comes after
-/// the wait gave up is dropped by the loop).
+/// lka's synchronous line to the delivery runner for `~/.forward`: one
+/// question at a time, answered in order (a late answer to a question
+/// that timed out is skipped by the next question's wait).
 pub struct ForwardClient {
     chan: RefCell<Channel>,
 }
@@ -111,7 +111,7 @@ pub struct ForwardClient {
 impl ForwardClient {
     pub fn new(fd: OwnedFd) -> std::io::Result<ForwardClient> {
         Ok(ForwardClient {
-            chan: RefCell::new(Channel::new(fd, Role::Parent)?),
+            chan: RefCell::new(Channel::new(fd, Role::Delivery)?),
         })
     }
 
@@ -127,18 +127,23 @@ impl ForwardClient {
             home: user.home.to_string_lossy().into_owned(),
         };
         let mut chan = self.chan.borrow_mut();
-        chan.send(&ToParent::ReadForward(req), Vec::new())
+        chan.send(&ToRunner::ReadForward(req), Vec::new())
             .map_err(|e| io(e.to_string()))?;
         let deadline = Instant::now() + FORWARD_WAIT;
         chan.flush_blocking(FORWARD_WAIT)
             .map_err(|e| io(e.to_string()))?;
-        let got = chan
-            .recv_until::<FromParent>(deadline)
+        // Answers come in order: one left over from a wait that timed
+        // out is this question's predecessor's; only the last counts.
+        let mut got = chan
+            .recv_until::<FromRunner>(deadline)
             .map_err(|e| io(e.to_string()))?;
+        while let Ok(Some(next)) = chan.recv::<FromRunner>() {
+            got = next;
+        }
         match got.msg {
-            FromParent::Forward(ForwardReply::Missing) => Ok(None),
-            FromParent::Forward(ForwardReply::Content(text)) => Ok(Some(text)),
-            FromParent::Forward(ForwardReply::Refused { reason, temporary }) => {
+            FromRunner::Forward(ForwardReply::Missing) => Ok(None),
+            FromRunner::Forward(ForwardReply::Content(text)) => Ok(Some(text)),
+            FromRunner::Forward(ForwardReply::Refused { reason, temporary }) => {
                 Err(ForwardError::Io {
                     what: "",
                     error: reason,
