@@ -26,6 +26,7 @@ struct Started {
     peers: Vec<(Role, OwnedFd)>,
     log: std::fs::File,
     _listener: Option<std::net::TcpListener>,
+    _runner: Option<OwnedFd>,
 }
 
 fn start(role: Role) -> Started {
@@ -98,6 +99,13 @@ fn start(role: Role) -> Started {
             .send(&FromParent::Listener { index: 0 }, vec![fd])
             .unwrap();
     }
+    // lka's channel to the delivery runner: held open, never answered.
+    let mut runner = None;
+    if role == Role::Lka {
+        let (a, b) = seqpacket_pair().unwrap();
+        parent.send(&FromParent::RunnerChannel, vec![b]).unwrap();
+        runner = Some(a);
+    }
     parent.send(&FromParent::Start, vec![]).unwrap();
     let ready = parent.recv_until::<ToParent>(Instant::now() + Duration::from_secs(10));
     let mut s = Started {
@@ -106,6 +114,7 @@ fn start(role: Role) -> Started {
         peers,
         log,
         _listener: listener,
+        _runner: runner,
     };
     match ready {
         Ok(r) => assert_eq!(r.msg, ToParent::Ready { role }),
