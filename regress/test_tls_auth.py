@@ -50,6 +50,8 @@ def config(pki):
         f"listen on 127.0.0.1 port 587 tls-require pki {HOST} auth <creds> hostname {HOST}\n"
         f"listen on 127.0.0.1 port 2587 tls-require pki {HOST} auth <creds> senders <sendermap> "
         f"hostname {HOST}\n"
+        f"listen on 127.0.0.1 port 2588 tls-require pki {HOST} auth <creds> "
+        f"senders <sendermap> masquerade hostname {HOST}\n"
         'action "local" mbox\n'
         'action "relay" relay\n'
         'match from local for local action "local"\n'
@@ -262,3 +264,20 @@ def test_verify_accepts_only_clients_with_a_certificate_from_the_ca(verifyd, cli
     with pytest.raises((ssl.SSLError, ConnectionError, smtplib.SMTPServerDisconnected)):
         s.starttls(context=client_ctx(client_pki, None))
         s.ehlo("client.regress")
+
+
+def test_senders_masquerade_rewrites_from(tlsd):
+    """`senders <table> masquerade`: the From: field shows the address the
+    table allowed at MAIL FROM, the display name kept."""
+    s = smtp(tlsd, port=2588)
+    s.ehlo("client.regress")
+    assert s.starttls(context=insecure())[0] == 220
+    s.ehlo("client.regress")
+    assert s.login("alice", "secret")[0] == 235
+    msg = "From: Alice Example <someone-else@elsewhere.example>\r\nSubject: masked\r\n\r\nbody\r\n"
+    assert s.sendmail("anyone@alice.example", ["someone@remote.example"], msg) == {}
+    s.quit()
+    msgs = [m for m, _ in queued(tlsd).values() if b"Subject: masked" in m]
+    assert len(msgs) == 1
+    assert b"\r\nFrom: Alice Example <anyone@alice.example>\r\n" in msgs[0], msgs[0][:600]
+    assert b"someone-else@elsewhere.example" not in msgs[0]

@@ -333,8 +333,15 @@ impl Session {
                 let hdr = self.received(msgid);
                 self.write(hdr.as_bytes());
                 let local = self.peer.is_loopback();
-                self.fixer = (local || self.engine.auth_user().is_some())
-                    .then(super::headers::HeaderFixer::default);
+                let auth = self.engine.auth_user().is_some();
+                // `senders <table> masquerade`: From: shows the sender lka
+                // checked at MAIL.
+                let masquerade = auth && matches!(self.view.opts.senders, Some((_, true)));
+                self.fixer = if masquerade {
+                    Some(super::headers::HeaderFixer::masquerading(&self.mail_from))
+                } else {
+                    (local || auth).then(super::headers::HeaderFixer::default)
+                };
                 Answer::DataReady(Ok(()))
             }
             Incoming::CreateFailed(text) => {
