@@ -356,3 +356,22 @@ def test_date_and_message_id_are_added_for_local_senders(instances):
     assert body == b"body\r\n"
     full = msgs[b"full"]
     assert full.count(b"Date:") == 1 and full.count(b"Message-I") == 1, full
+
+
+def test_ipv6_listener_and_client(instances):
+    """`listen on ::1` and `listen on localhost` (both families): a client
+    over IPv6 is served, its address logged and put in Received: as
+    OpenSMTPD writes it ([::1]); the IPv4 listener stays separate."""
+    inst = instances(conf("listen on ::1\nlisten on 127.0.0.1 port 2525"))
+    s = smtp(inst, host="::1")
+    assert s.ehlo("v6.client")[0] == 250
+    assert s.sendmail("a@localhost", ["root@localhost"], "Subject: over v6\r\n\r\nx\r\n") == {}
+    s.quit()
+    msg = [m for m, _ in queued(inst).values() if b"Subject: over v6" in m]
+    assert len(msg) == 1
+    # OpenSMTPD's sa_to_text writes an IPv6 address in brackets.
+    assert re.search(rb"Received: from v6\.client \(\S* \[::1\]\)", msg[0]), msg[0][:300]
+    inst.wait_log(r"smtp connected address=\[?::1\]? ")
+    with pytest.raises(OSError):
+        smtp(inst, host="::1", port=2525)
+    assert smtp(inst, port=2525).noop()[0] == 250
