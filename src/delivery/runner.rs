@@ -100,8 +100,16 @@ fn serve(mut chan: Channel) -> Result<(), String> {
     let mut running: HashMap<usize, Running> = HashMap::new();
     let mut next_token = FIRST_CHILD;
     let mut lka: Option<Channel> = None;
+    // Children that reported and are exiting: reaped without waiting.
+    let mut zombies: Vec<libc::pid_t> = Vec::new();
     loop {
-        let deadline = running.values().map(|r| r.started + DELIVERY_TIMEOUT).min();
+        zombies.retain(|&pid| matches!(sys::process::try_wait_pid(pid), Ok(None)));
+        let reap = (!zombies.is_empty()).then(|| Instant::now() + Duration::from_millis(50));
+        let deadline = running
+            .values()
+            .map(|r| r.started + DELIVERY_TIMEOUT)
+            .chain(reap)
+            .min();
         for r in lp.wait(deadline).map_err(|e| e.to_string())? {
             if r.token == PARENT {
                 if r.writable {
@@ -166,7 +174,7 @@ fn serve(mut chan: Channel) -> Result<(), String> {
                 if read_report(run) {
                     let run = running.remove(&r.token.0).ok_or("lost a delivery")?;
                     let _ = lp.unwatch(run.report.as_raw_fd());
-                    finish(&mut chan, run, None)?;
+                    finish(&mut chan, run, None, &mut zombies)?;
                 }
             }
         }
@@ -181,7 +189,7 @@ fn serve(mut chan: Channel) -> Result<(), String> {
             if let Some(run) = running.remove(&t) {
                 let _ = lp.unwatch(run.report.as_raw_fd());
                 let _ = sys::process::kill(run.pid, libc::SIGKILL);
-                finish(&mut chan, run, Some("delivery timed out"))?;
+                finish(&mut chan, run, Some("delivery timed out"), &mut zombies)?;
             }
         }
         while running.len() < MAX_RUNNING {
@@ -283,13 +291,27 @@ fn read_report(run: &mut Running) -> bool {
 }
 
 /// Reap the child and tell the parent how its delivery ended.
-fn finish(chan: &mut Channel, run: Running, killed: Option<&str>) -> Result<(), String> {
-    let exit = wait(run.pid);
+///
+/// A child that reported is about to exit: it is reaped later without
+/// waiting (`zombies`), so the loop never sleeps on it. Only a child
+/// that died without a report is waited for here, for its exit status.
+fn finish(
+    chan: &mut Channel,
+    run: Running,
+    killed: Option<&str>,
+    zombies: &mut Vec<libc::pid_t>,
+) -> Result<(), String> {
     let outcome = match killed {
-        Some(why) => DeliveryOutcome::TempFail(why.into()),
+        Some(why) => {
+            let _ = wait(run.pid);
+            DeliveryOutcome::TempFail(why.into())
+        }
         None => match postcard::from_bytes::<DeliveryOutcome>(&run.got) {
-            Ok(o) => sanitize(o),
-            Err(_) => DeliveryOutcome::TempFail(format!("delivery process {exit}")),
+            Ok(o) => {
+                zombies.push(run.pid);
+                sanitize(o)
+            }
+            Err(_) => DeliveryOutcome::TempFail(format!("delivery process {}", wait(run.pid))),
         },
     };
     chan.send(
