@@ -86,6 +86,7 @@ def deliveryd(users, workroot):
         f'action "retry" mda "{scripts / "tempfail-once.sh"}"\n'
         'action "fail" mda "exit 1"\n'
         'action "later" mda "exit 75"\n'
+        'action "fmt" mda "echo %{sender} %{rcpt.domain} > %{user.directory}/fmt.out"\n'
         'match from any for domain "mbox.test" action "mbox"\n'
         'match from any for domain "maildir.test" action "maildir"\n'
         'match from any for domain "junk.test" action "junk"\n'
@@ -93,6 +94,7 @@ def deliveryd(users, workroot):
         'match from any for domain "retry.test" action "retry"\n'
         'match from any for domain "fail.test" action "fail"\n'
         'match from any for domain "later.test" action "later"\n'
+        'match from any for domain "fmt.test" action "fmt"\n'
     )
     inst = h.Instance(base / "smtpd", conf, name="delivery", deliver=True,
                       binds=[(home, "/home"), (mail, "/var/mail")])
@@ -506,3 +508,18 @@ def test_notify_success_gets_a_delivered_report(deliveryd):
     assert b"Action: delivered" in text and b"Status: 2." in text
     assert b"Original-Envelope-Id: track-42" in text
     assert b"Original-Recipient: rfc822;alice@orig.test" in text
+
+
+def test_mda_formats_expand_as_data(deliveryd, users):
+    """%{...} in an mda command (OpenSMTPD's formats, as dovecot-lda configs
+    use them) expand to the envelope's values without ever being parsed
+    by the shell: a sender full of shell syntax arrives as itself."""
+    # Every shell-special character the address syntax lets through.
+    sender = "q'&touch&'*?{a}~#x@remote.example"
+    s = smtp(deliveryd)
+    assert s.sendmail(sender, ["smtpdrs-alice@fmt.test"], "Subject: fmt\r\n\r\nx\r\n") == {}
+    s.quit()
+    out = deliveryd.home / "smtpdrs-alice" / "fmt.out"
+    text = wait_for(lambda: out.exists() and out.read_text(), what="the mda's output")
+    assert text == f"{sender} fmt.test\n", text
+    assert not (deliveryd.home / "smtpdrs-alice" / "touch").exists()

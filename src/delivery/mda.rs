@@ -55,7 +55,13 @@ const EX_TEMPFAIL: i32 = 75;
 /// group if it has not finished within `timeout`.
 pub fn deliver(r: &Recipient, command: &str, message: &mut dyn Read, timeout: Duration) -> Outcome {
     let deadline = Instant::now() + timeout;
-    let (mut child, output) = match spawn(r, command) {
+    // %{...} formats become references to the variables below (format.rs).
+    let command = match super::format::shell_command(command) {
+        Ok(c) => c,
+        // A config mistake: kept and retried until the admin fixes it.
+        Err(e) => return Outcome::TempFail(format!("mda: {e}")),
+    };
+    let (mut child, output) = match spawn(r, &command) {
         Ok(x) => x,
         Err(e) => return Outcome::TempFail(format!("cannot run mda: {e}")),
     };

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod format;
 pub mod lmtp;
 pub mod maildir;
 pub mod mbox;
