@@ -35,7 +35,7 @@ SMTPD_FLAGS ?=
 # differential tests and benchmarks compare against, and a C toolchain for
 # linking.
 SETUP_PACKAGES ?=	procps iproute2 util-linux mount python3 python3-pytest \
-			swaks opensmtpd gcc libc6-dev
+			swaks opensmtpd gcc libc6-dev dnsmasq-base
 
 BENCH_SCRIPTS ?=	bench/startup.py bench/config_speed.py bench/receive.py \
 			bench/deliver.py

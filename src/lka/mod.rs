@@ -8,6 +8,7 @@
 
 pub mod aliases;
 pub mod auth;
+pub mod dns;
 pub mod expand;
 pub mod forward;
 pub mod policy;
