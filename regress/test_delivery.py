@@ -140,7 +140,8 @@ def test_mbox_is_written_as_the_user(deliveryd, users):
     assert b"\n>From the start of a line\n" in text, "From_ escaped"
     wait_for(lambda: gone_from_queue(deliveryd, "to mbox"), what="the queue to let go")
     deliveryd.wait_log(r"mda delivery evpid=[0-9a-f]{16} from=<sender@remote\.example> "
-                       r"to=<smtpdrs-alice@mbox\.test> user=smtpdrs-alice delay=\d+s result=Ok stat=Delivered")
+                       r"to=<smtpdrs-alice@mbox\.test> rcpt=<smtpdrs-alice@mbox\.test> user=smtpdrs-alice "
+                       r"delay=\d+s result=Ok stat=Delivered")
 
 
 def test_maildir_file_is_the_users_and_in_new(deliveryd, users):

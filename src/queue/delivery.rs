@@ -191,17 +191,14 @@ fn log_delivery(env: &Envelope, result: &str, stat: &str) {
         .dest
         .rsplit_once('@')
         .map_or(env.dest.as_str(), |(l, _)| l);
-    let rcpt = if env.rcpt != env.dest {
-        format!("rcpt=<{}> ", env.rcpt)
-    } else {
-        String::new()
-    };
+    // OpenSMTPD 6.8 writes rcpt=<> (the address as given) on every line.
     log::info!(
-        "{:016x} mda delivery evpid={} from=<{}> to=<{}> {rcpt}user={user} delay={} result={result} stat={}",
+        "{:016x} mda delivery evpid={} from=<{}> to=<{}> rcpt=<{}> user={user} delay={} result={result} stat={}",
         env.id.get(),
         env.id,
         env.sender,
         env.dest,
+        env.rcpt,
         duration_text(delay),
         crate::log::escape(stat.as_bytes())
     );
