@@ -130,3 +130,33 @@ def test_refuses_to_run_without_root(workroot, smtpd_bin):
                        stdin=subprocess.DEVNULL)
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert r.stderr.strip().split("\n") == ["smtpd: need root privileges"], r.stderr
+
+
+def _smtpctl(smtpd_bin):
+    path = smtpd_bin.with_name("smtpctl")
+    if not path.exists():
+        subprocess.run(["cargo", "build", "--release", "--bin", "smtpctl"], cwd=h.ROOT, check=True)
+    return path
+
+
+def test_smtpctl_encrypt_makes_hashes_crypt3_accepts(smtpd_bin):
+    """`smtpctl encrypt`: a bcrypt hash (OpenBSD's kind) per password, from
+    the argument or each line of stdin, that the system's crypt(3) (which
+    Debian's OpenSMTPD checks credentials with) verifies."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    ctl = _smtpctl(smtpd_bin)
+    one = subprocess.run([ctl, "encrypt", "secret"], capture_output=True, text=True, check=True).stdout
+    assert re.fullmatch(r"\$2b\$10\$[./A-Za-z0-9]{53}\n", one), one
+    h1 = one.strip()
+    assert crypt.crypt("secret", h1) == h1 and crypt.crypt("Secret", h1) != h1
+    lines = subprocess.run([ctl, "encrypt"], input="alpha\nbeta\n", capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    assert len(lines) == 2
+    assert [crypt.crypt(p, hh) == hh for p, hh in zip(["alpha", "beta"], lines)] == [True, True]
+    again = subprocess.run([ctl, "encrypt", "secret"], capture_output=True, text=True, check=True).stdout
+    assert again != one, "salted"
+    r = subprocess.run([ctl, "show", "queue"], capture_output=True, text=True)
+    assert r.returncode == 1 and "not implemented" in r.stderr
