@@ -7,10 +7,10 @@
 
 use crate::config::ast::{Family, ListenOn, TlsMode};
 use crate::config::{self, view, Config};
+use crate::delivery::Outcome;
 use crate::event::Loop;
 use crate::ipc::msg::{
-    DeliveryOutcome, FromParent, FromRunner, LocalJob, LocalMethod, LocalRequest, ToParent,
-    ToRunner,
+    FromParent, FromRunner, LocalJob, LocalMethod, LocalRequest, ToParent, ToRunner,
 };
 use crate::ipc::{frame, Channel, IpcError};
 use crate::proc::{self, Role, ROLES};
@@ -543,7 +543,7 @@ fn receive_role(
                 match local_job(cfg, hostname, req) {
                     Ok(job) => out.push((Role::Delivery, Relay::Runner(ToRunner::Run(job)), m.fds)),
                     Err(e) => {
-                        let outcome = DeliveryOutcome::PermFail(format!("550 5.1.1 {e}"));
+                        let outcome = Outcome::PermFail(format!("550 5.1.1 {e}"));
                         let done = FromParent::DeliveryDone { id, outcome };
                         out.push((Role::Queue, Relay::Role(done), Vec::new()));
                     }

@@ -25,7 +25,8 @@ use std::path::PathBuf;
 
 /// How one delivery attempt ended. Temporary failures are retried by the
 /// scheduler; permanent ones bounce to the sender at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// It also travels, as it is, from the runner to the queue.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     Delivered,
     /// Disk full, quota, lock busy, a 4xx from an LMTP server, a timeout.

@@ -22,9 +22,7 @@
 
 use super::{lmtp, maildir, mbox, mda, Outcome, Recipient};
 use crate::event::Loop;
-use crate::ipc::msg::{
-    DeliveryOutcome, ForwardReply, ForwardRequest, FromRunner, LocalJob, LocalMethod, ToRunner,
-};
+use crate::ipc::msg::{ForwardReply, ForwardRequest, FromRunner, LocalJob, LocalMethod, ToRunner};
 use crate::ipc::{Channel, IpcError};
 use crate::proc::Role;
 use crate::sys;
@@ -144,16 +142,8 @@ fn serve(mut chan: Channel) -> Result<(), String> {
                         ToRunner::Run(job) => {
                             let fd = got.fds.into_iter().next().ok_or("Run without a file")?;
                             if waiting.len() >= MAX_WAITING {
-                                let outcome =
-                                    DeliveryOutcome::TempFail("too many deliveries waiting".into());
-                                chan.send(
-                                    &FromRunner::Done {
-                                        id: job.id,
-                                        outcome,
-                                    },
-                                    Vec::new(),
-                                )
-                                .map_err(|e| format!("parent channel: {e}"))?;
+                                let why = "too many deliveries waiting".to_string();
+                                done(&mut chan, job.id, Outcome::TempFail(why))?;
                             } else {
                                 waiting.push_back((job, fd));
                             }
@@ -214,16 +204,8 @@ fn serve(mut chan: Channel) -> Result<(), String> {
                     );
                 }
                 Err(e) => {
-                    let outcome =
-                        DeliveryOutcome::TempFail(format!("cannot start the delivery: {e}"));
-                    chan.send(
-                        &FromRunner::Done {
-                            id: job.id,
-                            outcome,
-                        },
-                        Vec::new(),
-                    )
-                    .map_err(|e| format!("parent channel: {e}"))?;
+                    let why = format!("cannot start the delivery: {e}");
+                    done(&mut chan, job.id, Outcome::TempFail(why))?;
                 }
             }
         }
@@ -304,28 +286,27 @@ fn finish(
     let outcome = match killed {
         Some(why) => {
             let _ = wait(run.pid);
-            DeliveryOutcome::TempFail(why.into())
+            Outcome::TempFail(why.into())
         }
-        None => match postcard::from_bytes::<DeliveryOutcome>(&run.got) {
+        None => match postcard::from_bytes::<Outcome>(&run.got) {
             Ok(o) => {
                 zombies.push(run.pid);
                 sanitize(o)
             }
-            Err(_) => DeliveryOutcome::TempFail(format!("delivery process {}", wait(run.pid))),
+            Err(_) => Outcome::TempFail(format!("delivery process {}", wait(run.pid))),
         },
     };
-    chan.send(
-        &FromRunner::Done {
-            id: run.id,
-            outcome,
-        },
-        Vec::new(),
-    )
-    .map_err(|e| format!("parent channel: {e}"))
+    done(chan, run.id, outcome)
+}
+
+/// Tell the parent how delivery `id` ended.
+fn done(chan: &mut Channel, id: u64, outcome: Outcome) -> Result<(), String> {
+    chan.send(&FromRunner::Done { id, outcome }, Vec::new())
+        .map_err(|e| format!("parent channel: {e}"))
 }
 
 /// The child wrote this as the user: keep its text printable and short.
-fn sanitize(o: DeliveryOutcome) -> DeliveryOutcome {
+fn sanitize(o: Outcome) -> Outcome {
     let clean = |s: String| -> String {
         s.chars()
             .map(|c| if c.is_control() { ' ' } else { c })
@@ -333,9 +314,9 @@ fn sanitize(o: DeliveryOutcome) -> DeliveryOutcome {
             .collect()
     };
     match o {
-        DeliveryOutcome::Ok => DeliveryOutcome::Ok,
-        DeliveryOutcome::TempFail(s) => DeliveryOutcome::TempFail(clean(s)),
-        DeliveryOutcome::PermFail(s) => DeliveryOutcome::PermFail(clean(s)),
+        Outcome::Delivered => Outcome::Delivered,
+        Outcome::TempFail(s) => Outcome::TempFail(clean(s)),
+        Outcome::PermFail(s) => Outcome::PermFail(clean(s)),
     }
 }
 
@@ -360,13 +341,8 @@ fn start(job: &LocalJob, message: OwnedFd) -> std::io::Result<(libc::pid_t, Unix
     if pid == 0 {
         drop(report);
         let outcome = deliver(job, File::from(message));
-        let wire = match outcome {
-            Outcome::Delivered => DeliveryOutcome::Ok,
-            Outcome::TempFail(s) => DeliveryOutcome::TempFail(s),
-            Outcome::PermFail(s) => DeliveryOutcome::PermFail(s),
-        };
         let mut child_end = child_end;
-        let bytes = postcard::to_stdvec(&wire).unwrap_or_default();
+        let bytes = postcard::to_stdvec(&outcome).unwrap_or_default();
         let _ = child_end.write_all(&bytes);
         sys::process::exit_now(0);
     }
@@ -627,9 +603,9 @@ mod tests {
 
     #[test]
     fn outcomes_from_the_child_are_made_printable() {
-        let o = sanitize(DeliveryOutcome::PermFail("550 no\r\nBcc: x\0".into()));
-        assert_eq!(o, DeliveryOutcome::PermFail("550 no  Bcc: x ".into()));
-        let long = sanitize(DeliveryOutcome::TempFail("x".repeat(10_000)));
-        assert!(matches!(long, DeliveryOutcome::TempFail(s) if s.len() == 512));
+        let o = sanitize(Outcome::PermFail("550 no\r\nBcc: x\0".into()));
+        assert_eq!(o, Outcome::PermFail("550 no  Bcc: x ".into()));
+        let long = sanitize(Outcome::TempFail("x".repeat(10_000)));
+        assert!(matches!(long, Outcome::TempFail(s) if s.len() == 512));
     }
 }

@@ -10,6 +10,7 @@
 //! the `Hello` with which each end proves who it is once sandboxed; the
 //! issues that give a pair work add that pair's messages here.
 
+use crate::delivery::Outcome;
 use crate::proc::Role;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -58,7 +59,7 @@ pub enum FromParent {
     /// Exit now, cleanly.
     Shutdown,
     /// To queue: how the local delivery of envelope `id` ended.
-    DeliveryDone { id: u64, outcome: DeliveryOutcome },
+    DeliveryDone { id: u64, outcome: Outcome },
 }
 
 impl Message for FromParent {
@@ -140,14 +141,6 @@ pub struct LocalRequest {
     pub account: Option<crate::spool::LocalAccount>,
 }
 
-/// How a delivery attempt ended (`delivery::Outcome` on the wire).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DeliveryOutcome {
-    Ok,
-    TempFail(String),
-    PermFail(String),
-}
-
 /// How a local delivery writes: the action's method, as the parent
 /// resolved it from its config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,7 +216,7 @@ impl Message for ToRunner {
 /// The delivery runner to the parent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromRunner {
-    Done { id: u64, outcome: DeliveryOutcome },
+    Done { id: u64, outcome: Outcome },
     Forward(ForwardReply),
 }
 

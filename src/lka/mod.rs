@@ -215,11 +215,23 @@ fn destination(view: &LkaView, e: expand::Expanded) -> Destination {
             home: u.home.to_string_lossy().into_owned(),
         })
     };
-    let run_as = |action: &str, r: expand::RunAs| match r {
-        expand::RunAs::Daemon => (crate::proc::USER_SMTPD.to_string(), None),
-        expand::RunAs::User(u) => {
-            let a = account(action, &u);
-            (u.name, a)
+    // A file or command runs as the daemon's user (an alias's) or as the
+    // user whose .forward named it.
+    let target = |action: String, dest: Mailbox, r: expand::RunAs, target: LocalTarget| {
+        let (user, account) = match r {
+            expand::RunAs::Daemon => (crate::proc::USER_SMTPD.to_string(), None),
+            expand::RunAs::User(u) => {
+                let a = account(&action, &u);
+                (u.name, a)
+            }
+        };
+        Destination {
+            action,
+            relay: false,
+            dest: dest.to_string(),
+            user,
+            target: Some(target),
+            account,
         }
     };
     match e {
@@ -237,34 +249,14 @@ fn destination(view: &LkaView, e: expand::Expanded) -> Destination {
             action,
             dest,
             path,
-            run_as: r,
-        } => {
-            let (user, account) = run_as(&action, r);
-            Destination {
-                action,
-                relay: false,
-                dest: dest.to_string(),
-                user,
-                target: Some(LocalTarget::File(path)),
-                account,
-            }
-        }
+            run_as,
+        } => target(action, dest, run_as, LocalTarget::File(path)),
         expand::Expanded::Command {
             action,
             dest,
             command,
-            run_as: r,
-        } => {
-            let (user, account) = run_as(&action, r);
-            Destination {
-                action,
-                relay: false,
-                dest: dest.to_string(),
-                user,
-                target: Some(LocalTarget::Command(command)),
-                account,
-            }
-        }
+            run_as,
+        } => target(action, dest, run_as, LocalTarget::Command(command)),
         expand::Expanded::Relay { action, dest } => Destination {
             action,
             relay: true,

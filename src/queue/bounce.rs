@@ -20,18 +20,42 @@ use crate::ipc::msg::{self, Destination, LkaQueue};
 use crate::proc::Role;
 use crate::prologue::{Frame, Links};
 use crate::scheduler::schedule::NewEntry;
+use crate::spool::unix_now as now;
 use crate::spool::{Envelope, Flags, Kind, MsgId, Notify};
 use std::io::{Read, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The most of the original message a bounce quotes (RET=FULL).
 const MAX_QUOTED: u64 = 8 * 1024 * 1024;
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// The report on one envelope to its sender: `action` for its one
+/// recipient, quoting `original` as RET asks (nothing for a success).
+fn report(
+    env: &Envelope,
+    kind: ReportKind,
+    action: Action,
+    diagnostic: String,
+    last_attempt: u64,
+    original: &[u8],
+) -> Vec<u8> {
+    let recipients = [RcptReport {
+        rcpt: env.dest.clone(),
+        orcpt: env.orcpt.clone(),
+        action,
+        status: None,
+        diagnostic,
+        last_attempt: Some(last_attempt),
+    }];
+    bounce::bounce_message(&Report {
+        hostname: &env.hostname,
+        sender: &env.sender,
+        kind,
+        recipients: &recipients,
+        envid: env.envid.as_deref(),
+        arrival: env.ctime,
+        now: now(),
+        ret: env.ret,
+        message: original,
+    })
 }
 
 impl Queue {
@@ -44,7 +68,7 @@ impl Queue {
         env: Envelope,
         text: &str,
     ) -> Result<(), String> {
-        let is_bounce = env.kind == Kind::Bounce || env.flags.contains(Flags::BOUNCE);
+        let is_bounce = env.is_bounce();
         if is_bounce || !bounce::should_bounce(&env.sender, env.notify, Action::Failed) {
             if is_bounce {
                 log::warn!(
@@ -57,35 +81,15 @@ impl Queue {
             self.remove(&env);
             return Ok(());
         }
-        let original = match self.read_original(env.id.msgid()) {
-            Ok(m) => m,
-            Err(e) => {
-                log::warn!(
-                    "warn: queue: cannot read {} to bounce it: {e}",
-                    env.id.msgid()
-                );
-                Vec::new()
-            }
-        };
-        let report = [RcptReport {
-            rcpt: env.dest.clone(),
-            orcpt: env.orcpt.clone(),
-            action: Action::Failed,
-            status: None,
-            diagnostic: text.to_string(),
-            last_attempt: Some(now()),
-        }];
-        let bytes = bounce::bounce_message(&Report {
-            hostname: &env.hostname,
-            sender: &env.sender,
-            kind: ReportKind::Failure,
-            recipients: &report,
-            envid: env.envid.as_deref(),
-            arrival: env.ctime,
-            now: now(),
-            ret: env.ret,
-            message: &original,
-        });
+        let original = self.read_original(env.id.msgid());
+        let bytes = report(
+            &env,
+            ReportKind::Failure,
+            Action::Failed,
+            text.to_string(),
+            now(),
+            &original,
+        );
         self.route(links, lp, bytes, env, true)
     }
 
@@ -97,30 +101,19 @@ impl Queue {
         lp: &Loop,
         env: Envelope,
     ) -> Result<(), String> {
-        let is_bounce = env.kind == Kind::Bounce || env.flags.contains(Flags::BOUNCE);
-        if is_bounce || !bounce::should_bounce(&env.sender, env.notify, Action::Delivered) {
+        if env.is_bounce() || !bounce::should_bounce(&env.sender, env.notify, Action::Delivered) {
             self.remove(&env);
             return Ok(());
         }
-        let report = [RcptReport {
-            rcpt: env.dest.clone(),
-            orcpt: env.orcpt.clone(),
-            action: Action::Delivered,
-            status: None,
-            diagnostic: "250 2.0.0 Delivered".into(),
-            last_attempt: Some(now()),
-        }];
-        let bytes = bounce::bounce_message(&Report {
-            hostname: &env.hostname,
-            sender: &env.sender,
-            kind: ReportKind::Success,
-            recipients: &report,
-            envid: env.envid.as_deref(),
-            arrival: env.ctime,
-            now: now(),
-            ret: env.ret,
-            message: &[],
-        });
+        let diagnostic = "250 2.0.0 Delivered".to_string();
+        let bytes = report(
+            &env,
+            ReportKind::Success,
+            Action::Delivered,
+            diagnostic,
+            now(),
+            &[],
+        );
         self.route(links, lp, bytes, env, true)
     }
 
@@ -136,8 +129,7 @@ impl Queue {
         mark: u64,
         ttl: u64,
     ) -> Result<(), String> {
-        let is_bounce = env.kind == Kind::Bounce || env.flags.contains(Flags::BOUNCE);
-        if is_bounce || !bounce::should_bounce(&env.sender, env.notify, Action::Delayed) {
+        if env.is_bounce() || !bounce::should_bounce(&env.sender, env.notify, Action::Delayed) {
             return Ok(());
         }
         env.last_warn = env.last_warn.max(mark);
@@ -145,26 +137,15 @@ impl Queue {
             log::warn!("warn: queue: cannot update envelope {}: {e}", env.id);
             return Ok(());
         }
-        let original = self.read_original(env.id.msgid()).unwrap_or_default();
-        let report = [RcptReport {
-            rcpt: env.dest.clone(),
-            orcpt: env.orcpt.clone(),
-            action: Action::Delayed,
-            status: None,
-            diagnostic: env.last_error.clone(),
-            last_attempt: Some(env.last_try),
-        }];
-        let bytes = bounce::bounce_message(&Report {
-            hostname: &env.hostname,
-            sender: &env.sender,
-            kind: ReportKind::Delay { delay, ttl },
-            recipients: &report,
-            envid: env.envid.as_deref(),
-            arrival: env.ctime,
-            now: now(),
-            ret: env.ret,
-            message: &original,
-        });
+        let original = self.read_original(env.id.msgid());
+        let bytes = report(
+            &env,
+            ReportKind::Delay { delay, ttl },
+            Action::Delayed,
+            env.last_error.clone(),
+            env.last_try,
+            &original,
+        );
         self.route(links, lp, bytes, env, false)
     }
 
@@ -184,13 +165,19 @@ impl Queue {
         links.send(lp, Role::Lka, &LkaQueue::Bounce { req, rcpt }, Vec::new())
     }
 
-    fn read_original(&self, msgid: MsgId) -> std::io::Result<Vec<u8>> {
+    /// The original message to quote, at most MAX_QUOTED of it; nothing
+    /// (and a log line) if it cannot be read: the report still goes.
+    fn read_original(&self, msgid: MsgId) -> Vec<u8> {
         let mut out = Vec::new();
-        self.spool
-            .open_message(msgid)?
-            .take(MAX_QUOTED)
-            .read_to_end(&mut out)?;
-        Ok(out)
+        let read = self
+            .spool
+            .open_message(msgid)
+            .and_then(|f| f.take(MAX_QUOTED).read_to_end(&mut out));
+        if let Err(e) = read {
+            log::warn!("warn: queue: cannot read {msgid} to report on it: {e}");
+            out.clear();
+        }
+        out
     }
 
     /// A frame from lka: where a bounce goes.

@@ -11,20 +11,14 @@
 //! ([`super::bounce`]).
 
 use super::Queue;
+use crate::delivery::Outcome;
 use crate::event::Loop;
-use crate::ipc::msg::{self, DeliveryOutcome, LocalRequest, QueueScheduler, ToParent};
+use crate::ipc::msg::{self, LocalRequest, QueueScheduler, ToParent};
 use crate::proc::Role;
 use crate::prologue::{Frame, Links};
+use crate::spool::unix_now as now;
 use crate::spool::{Envelope, EvpId, Kind};
 use std::os::fd::OwnedFd;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 impl Queue {
     /// A frame from the scheduler.
@@ -109,20 +103,20 @@ impl Queue {
         links: &mut Links,
         lp: &Loop,
         id: u64,
-        outcome: DeliveryOutcome,
+        outcome: Outcome,
     ) -> Result<(), String> {
         let env = self
             .inflight
             .remove(&id)
             .ok_or_else(|| format!("parent channel: outcome for {id:016x}, not in flight"))?;
         match outcome {
-            DeliveryOutcome::Ok => {
+            Outcome::Delivered => {
                 log_delivery(&env, "Ok", "Delivered");
                 self.delivered(links, lp, env)?;
                 tell(links, lp, QueueScheduler::Delivered { id })
             }
-            DeliveryOutcome::TempFail(text) => self.temp_fail(links, lp, env, &text),
-            DeliveryOutcome::PermFail(text) => {
+            Outcome::TempFail(text) => self.temp_fail(links, lp, env, &text),
+            Outcome::PermFail(text) => {
                 log_delivery(&env, "PermFail", &text);
                 self.fail(links, lp, env, &text)?;
                 tell(links, lp, QueueScheduler::PermFailed { id })

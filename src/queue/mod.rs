@@ -31,7 +31,6 @@ use mio::Token;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Most messages being received at once (each is an open file in the
 /// dispatcher and a directory in incoming/).
@@ -412,10 +411,7 @@ fn notify_scheduler(
 /// does not fit the format (a control character, an over-long field) is
 /// refused at commit by `Envelope::validate`, never stored.
 fn envelope_from(id: crate::spool::EvpId, n: &NewEnvelope, ttl: u64) -> Envelope {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::spool::unix_now();
     let mut flags = Flags::default();
     if n.authenticated {
         flags.insert(Flags::AUTHENTICATED);

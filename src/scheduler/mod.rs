@@ -14,9 +14,9 @@ use crate::event::Loop;
 use crate::ipc::msg::{self, QueueScheduler};
 use crate::proc::Role;
 use crate::prologue::{run_service, Frame, Links, Service, Setup};
-use crate::spool::Kind;
+use crate::spool::{unix_now, Kind};
 use schedule::{Retry, Schedule};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Most envelopes the scheduler tracks; beyond this the queue is far
 /// past any sane size, and refusing is better than exhausting memory.
@@ -54,17 +54,9 @@ pub fn run(setup: Setup) -> Result<(), String> {
     run_service(setup.links, &mut s)
 }
 
-/// Seconds since the epoch: the schedule's clock, as the envelopes'.
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl Service for Scheduler {
     fn frames(&mut self, links: &mut Links, lp: &Loop, frames: Vec<Frame>) -> Result<(), String> {
-        let t = now();
+        let t = unix_now();
         for f in frames {
             if f.peer != Role::Queue {
                 return Err(f.refuse(Role::Scheduler));
@@ -126,7 +118,7 @@ impl Service for Scheduler {
 impl Scheduler {
     /// Hand out what expired and what is due, and set the next wake-up.
     fn run_due(&mut self, links: &mut Links, lp: &Loop) -> Result<(), String> {
-        let t = now();
+        let t = unix_now();
         loop {
             let ids = self.schedule.expired(t, BATCH);
             if ids.is_empty() {

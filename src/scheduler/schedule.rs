@@ -13,7 +13,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::spool::{Envelope, Flags, Kind};
+use crate::spool::{Envelope, Kind};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Backoff base for relayed envelopes, seconds (OpenSMTPD's
@@ -122,7 +122,7 @@ pub struct NewEntry {
 impl NewEntry {
     /// The schedule's view of a stored envelope.
     pub fn from_envelope(e: &Envelope) -> NewEntry {
-        let is_bounce = e.kind == Kind::Bounce || e.flags.contains(Flags::BOUNCE);
+        let is_bounce = e.is_bounce();
         NewEntry {
             kind: e.kind,
             ctime: e.ctime,
@@ -557,6 +557,7 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::Flags;
     use crate::spool::Notify;
 
     const H: u64 = 3600;

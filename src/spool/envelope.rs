@@ -309,7 +309,20 @@ impl From<FormatError> for std::io::Error {
     }
 }
 
+/// Seconds since the epoch: the clock of every envelope time (ctime,
+/// last_try...) and of the scheduler's schedule.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 impl Envelope {
+    /// A bounce or report the queue made: it never bounces in turn.
+    pub fn is_bounce(&self) -> bool {
+        self.kind == Kind::Bounce || self.flags.contains(Flags::BOUNCE)
+    }
     /// Store the text of a delivery error (a remote server's reply, a
     /// local failure): escaped to printable ASCII with `\xNN` (as log
     /// lines are, A12/A15) and cut to MAX_FIELD bytes.

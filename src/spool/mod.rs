@@ -9,7 +9,9 @@ pub mod flusher;
 pub mod id;
 pub mod store;
 
-pub use envelope::{DsnRet, Envelope, Flags, FormatError, Kind, LocalAccount, LocalTarget, Notify};
+pub use envelope::{
+    unix_now, DsnRet, Envelope, Flags, FormatError, Kind, LocalAccount, LocalTarget, Notify,
+};
 pub use flusher::{Flusher, Job};
 pub use id::{BadId, EvpId, MsgId};
 pub use store::{is_storage_full, Corrupt, Flush, Published, Recovered, Spool};
