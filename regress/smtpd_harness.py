@@ -545,6 +545,17 @@ class Instance:
                 pass
         return out
 
+    def kill_all(self, rnd):
+        """SIGKILL every process in the instance's namespaces, in an order
+        `rnd` (a random.Random) picks: the kill -9 tests' crash."""
+        pids = list(self.ns_pids())
+        rnd.shuffle(pids)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def ns_pids(self):
         """Every live process in this instance's network and mount
         namespaces (the namespaces are kept alive by our fds, so their ids

@@ -39,6 +39,22 @@ def users():
     return {u: ensure_user(u) for u in USERS}
 
 
+def private_dirs(base, users):
+    """A private /home (one 0750 home per user, the user's) and /var/mail
+    (root's, 0755: users cannot create dotlocks there, as on a system
+    whose spool is writable by group mail only)."""
+    home, mail = base / "home", base / "mail"
+    for d in (home, mail):
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o755)
+    for name, pw in users.items():
+        d = home / name
+        d.mkdir(exist_ok=True)
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+        os.chmod(d, 0o750)
+    return home, mail
+
+
 MDA_SCRIPT = """#!/bin/sh
 # Writes what it gets as the user, in the user's home.
 cat > "$HOME/mda.out"
@@ -60,15 +76,7 @@ cat > "$HOME/retried.out"
 @pytest.fixture(scope="module")
 def deliveryd(users, workroot):
     base = Path(workroot) / "delivery"
-    home, mail = base / "home", base / "mail"
-    for d in (home, mail):
-        d.mkdir(parents=True, exist_ok=True)
-        os.chmod(d, 0o755)
-    for name, pw in users.items():
-        d = home / name
-        d.mkdir(exist_ok=True)
-        os.chown(d, pw.pw_uid, pw.pw_gid)
-        os.chmod(d, 0o750)
+    home, mail = private_dirs(base, users)
     scripts = base / "bin"
     scripts.mkdir(exist_ok=True)
     os.chmod(scripts, 0o755)

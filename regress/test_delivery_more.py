@@ -18,7 +18,6 @@ so its retry is the one at ctime + 40 s."""
 import os
 import random
 import re
-import signal
 import smtplib
 import socketserver
 import stat
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from test_delivery import ensure_user, wait_for
+from test_delivery import ensure_user, private_dirs, wait_for
 from test_receive import incoming, queued, smtp
 
 ALICE, BOB, CAROL = "smtpdrs-alice", "smtpdrs-bob", "smtpdrs-carol"
@@ -55,22 +54,6 @@ DELIVERY = (r"mda delivery evpid=(?P<evpid>[0-9a-f]{{16}}) from=<[^>]*> to=<{to}
 @pytest.fixture(scope="module")
 def users():
     return {u: ensure_user(u) for u in (ALICE, BOB, CAROL)}
-
-
-def private_dirs(base, users):
-    """A private /home (one 0750 home per user, the user's) and /var/mail
-    (root's, 0755: users cannot create dotlocks there, as on a system
-    whose spool is writable by group mail only)."""
-    home, mail = base / "home", base / "mail"
-    for d in (home, mail):
-        d.mkdir(parents=True, exist_ok=True)
-        os.chmod(d, 0o755)
-    for name, pw in users.items():
-        d = home / name
-        d.mkdir(exist_ok=True)
-        os.chown(d, pw.pw_uid, pw.pw_gid)
-        os.chmod(d, 0o750)
-    return home, mail
 
 
 def start(instances, workroot, users, name, extra_binds=()):
@@ -473,13 +456,7 @@ def test_kill9_during_deliveries_loses_no_acknowledged_message(instances, workro
     while not (new.is_dir() and any(new.iterdir())) and time.monotonic() < deadline:
         time.sleep(0.002)
     time.sleep(rnd.uniform(0, 0.05))
-    pids = list(inst.ns_pids())
-    rnd.shuffle(pids)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    inst.kill_all(rnd)
     stop.set()
     for t in threads:
         t.join(30)

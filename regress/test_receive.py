@@ -8,7 +8,6 @@ The spool is read through the instance's mount namespace
 import os
 import random
 import re
-import signal
 import smtplib
 import socket
 import subprocess
@@ -269,13 +268,7 @@ def _load_and_kill(inst, acked, refused, lock, rnd):
     while len(acked) == before and time.monotonic() < deadline:
         time.sleep(0.005)
     time.sleep(rnd.uniform(0.02, 0.5))
-    pids = list(inst.ns_pids())
-    rnd.shuffle(pids)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    inst.kill_all(rnd)
     stop.set()
     for t in threads:
         t.join(timeout=30)
