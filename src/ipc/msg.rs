@@ -401,6 +401,48 @@ pub enum LkaDispatcher {
         req: u64,
         result: LookupResult,
     },
+    /// dispatcher -> lka: the hosts to try for mail to `domain`, best
+    /// first. With `host` (a relay action's `host`, a smarthost name or
+    /// address literal, without port) that host's addresses; else the
+    /// domain's MXs (or its implicit MX). `backup` is the MX name of a
+    /// `relay backup` action: only MXs better than it are kept.
+    Route {
+        req: u64,
+        domain: String,
+        host: Option<String>,
+        backup: Option<String>,
+    },
+    /// lka -> dispatcher
+    RouteResult {
+        req: u64,
+        answer: RouteAnswer,
+    },
+}
+
+/// Most hosts in a `RouteAnswer`, and most addresses per host: lka cuts
+/// to these, the dispatcher refuses more.
+pub const MAX_ROUTE_HOSTS: usize = 32;
+pub const MAX_ROUTE_ADDRS: usize = 16;
+
+/// Where to send mail for one domain, as lka found it in the DNS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RouteAnswer {
+    /// The hosts in the order to try them (MX preference, then the order
+    /// lka chose among equals); each with its addresses, IPv6 first.
+    /// Hosts without any address are left out.
+    Hosts(Vec<RouteHost>),
+    /// Try again later (time-out, SERVFAIL, no address for any host).
+    TempFail(String),
+    /// Bounce now (NXDOMAIN, null MX, invalid name, we are the best MX).
+    PermFail(String),
+}
+
+/// One host to try.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteHost {
+    pub name: String,
+    pub preference: u16,
+    pub addrs: Vec<std::net::IpAddr>,
 }
 
 /// The answer of a table lookup that can fail: found and allowed, not
@@ -603,7 +645,9 @@ link_impl!(LkaDispatcher {
     Auth => 0,
     AuthResult => 0,
     Sender => 0,
-    SenderResult => 0
+    SenderResult => 0,
+    Route => 0,
+    RouteResult => 0
 });
 link_impl!(QueueDispatcher {
     Create => 0,
