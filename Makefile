@@ -4,7 +4,10 @@
 # no conditionals). Everything that needs root says so.
 #
 #	make			build smtpd and smtpctl (cargo build --release)
-#	make install		install them, create users and directories
+#	make install		install them, the man pages, rc.d script and systemd
+#				unit, create users and directories
+#	make install-files	the same files only (no build, no users): what a
+#				package's staged install runs
 #	make setup		(root, Debian) install every package the tests use
 #	make run		run smtpd in the foreground on etc/smtpd.conf
 #	make test		setup, cargo test, make regress
@@ -16,10 +19,16 @@
 #	make check		rustfmt, clippy, and the OpenBSD type-check
 #	make clean
 
+# Where `make install` puts things. An empty RCDIR or SYSTEMDDIR leaves the
+# rc.d script or the systemd unit out (the OpenBSD port sets SYSTEMDDIR=).
 PREFIX ?=	/usr/local
 DESTDIR ?=
 SBINDIR ?=	${PREFIX}/sbin
+MANDIR ?=	${PREFIX}/share/man
 SYSCONFDIR ?=	/etc/mail
+EXAMPLEDIR ?=	${PREFIX}/share/examples/smtpd-rs
+RCDIR ?=	/etc/rc.d
+SYSTEMDDIR ?=	/lib/systemd/system
 
 CARGO ?=	cargo
 # Debian's interpreter, where python3-pytest is installed.
@@ -33,9 +42,12 @@ SMTPD_FLAGS ?=
 # What `make setup` installs: the tools the regress tests drive (ps, ip,
 # unshare, mount, pytest, swaks), Debian's OpenSMTPD as the reference the
 # differential tests and benchmarks compare against, and a C toolchain for
-# linking.
+# linking; mandoc lints and renders man/, mksh (ksh) runs the rc.d script,
+# systemd has systemd-analyze for the unit, and bmake (BSD make) checks that
+# `make install` works there.
 SETUP_PACKAGES ?=	procps iproute2 util-linux mount python3 python3-pytest \
-			swaks opensmtpd gcc libc6-dev dnsmasq-base
+			swaks opensmtpd gcc libc6-dev dnsmasq-base mandoc mksh \
+			systemd bmake
 
 BENCH_SCRIPTS ?=	bench/startup.py bench/config_speed.py bench/receive.py \
 			bench/deliver.py
@@ -46,24 +58,63 @@ FUZZ_TARGETS ?=		ipc_frame config_parse smtp_server spool_envelope
 FUZZ_TIME ?=		3600
 FUZZ_SMOKE_TIME ?=	30
 
-.PHONY: all install setup run test regress bench fuzz fuzz-smoke fuzz-tool \
-	check clean
+.PHONY: all install install-files setup run test regress bench fuzz \
+	fuzz-smoke fuzz-tool check clean
 
 all:
 	${CARGO} build --release
 
-# smtpctl is installed plain for now: its set-group-id _smtpq bit and the
-# sendmail, mailq, newaliases and makemap links to it come with the enqueue
-# issue; the man pages with theirs. An existing smtpd.conf is never replaced.
+# Build, install the files, then the users and directories (with a DESTDIR
+# the directories only: the users are the package's job).
 install: all
+	${MAKE} install-files
+	sh scripts/create-users-and-dirs.sh ${DESTDIR}
+
+# As OpenBSD installs OpenSMTPD: smtpctl is also sendmail, mailq, newaliases
+# and makemap (hard links; it acts on the name it is called by), and
+# smtpctl.8 is also sendmail.8, mailq.8 and newaliases.8. smtpctl is
+# installed plain for now: its set-group-id _smtpq bit (mode 2555) comes
+# with the enqueue issue. The man pages are whatever man/ holds. The rc.d
+# script and the unit get SBINDIR's smtpd. An existing smtpd.conf is never
+# replaced; EXAMPLEDIR keeps the default one.
+install-files:
 	install -d -m 0755 ${DESTDIR}${SBINDIR}
 	install -m 0555 target/release/smtpd ${DESTDIR}${SBINDIR}/smtpd
 	install -m 0555 target/release/smtpctl ${DESTDIR}${SBINDIR}/smtpctl
+	for l in sendmail mailq newaliases makemap; do \
+		ln -f ${DESTDIR}${SBINDIR}/smtpctl ${DESTDIR}${SBINDIR}/$$l; \
+	done
+	for f in man/*.5 man/*.8; do \
+		[ -f "$$f" ] || continue; \
+		s=$${f##*.}; \
+		install -d -m 0755 ${DESTDIR}${MANDIR}/man$$s; \
+		install -m 0444 "$$f" ${DESTDIR}${MANDIR}/man$$s/; \
+	done
+	if [ -f man/smtpctl.8 ]; then \
+		for l in sendmail mailq newaliases; do \
+			ln -f ${DESTDIR}${MANDIR}/man8/smtpctl.8 \
+			    ${DESTDIR}${MANDIR}/man8/$$l.8; \
+		done; \
+	fi
+	install -d -m 0755 ${DESTDIR}${EXAMPLEDIR}
+	install -m 0444 etc/smtpd.conf ${DESTDIR}${EXAMPLEDIR}/smtpd.conf
 	install -d -m 0755 ${DESTDIR}${SYSCONFDIR}
 	if [ ! -e ${DESTDIR}${SYSCONFDIR}/smtpd.conf ]; then \
 		install -m 0644 etc/smtpd.conf ${DESTDIR}${SYSCONFDIR}/smtpd.conf; \
 	fi
-	sh scripts/create-users-and-dirs.sh ${DESTDIR}
+	if [ -n "${RCDIR}" ]; then \
+		install -d -m 0755 ${DESTDIR}${RCDIR} && \
+		sed 's|/usr/sbin/smtpd|${SBINDIR}/smtpd|' rc.d/smtpd \
+		    >${DESTDIR}${RCDIR}/smtpd && \
+		chmod 0555 ${DESTDIR}${RCDIR}/smtpd; \
+	fi
+	if [ -n "${SYSTEMDDIR}" ]; then \
+		install -d -m 0755 ${DESTDIR}${SYSTEMDDIR} && \
+		sed 's|/usr/sbin/smtpd|${SBINDIR}/smtpd|' \
+		    contrib/systemd/smtpd.service \
+		    >${DESTDIR}${SYSTEMDDIR}/smtpd.service && \
+		chmod 0644 ${DESTDIR}${SYSTEMDDIR}/smtpd.service; \
+	fi
 
 setup:
 	sh scripts/setup-debian.sh ${SETUP_PACKAGES}
