@@ -41,13 +41,16 @@ SMTPD_FLAGS ?=
 
 # What `make setup` installs: the tools the regress tests drive (ps, ip,
 # unshare, mount, pytest, swaks), Debian's OpenSMTPD as the reference the
-# differential tests and benchmarks compare against, and a C toolchain for
-# linking; mandoc lints and renders man/, mksh (ksh) runs the rc.d script,
-# systemd has systemd-analyze for the unit, and bmake (BSD make) checks that
+# differential tests and benchmarks compare against, a C toolchain for
+# linking, dnsmasq (the DNS tests' and relay tests' resolver), openssl (test
+# CAs and certificates) and the shared libraries of Postfix's smtp-sink,
+# which the setup script unpacks without installing postfix; mandoc lints
+# and renders man/, mksh (ksh) runs the rc.d script, systemd has
+# systemd-analyze for the unit, and bmake (BSD make) checks that
 # `make install` works there.
 SETUP_PACKAGES ?=	procps iproute2 util-linux mount python3 python3-pytest \
-			swaks opensmtpd gcc libc6-dev dnsmasq-base mandoc mksh \
-			systemd bmake
+			swaks opensmtpd gcc libc6-dev dnsmasq-base openssl \
+			libdb5.3 libicu72 libnsl2 mandoc mksh systemd bmake
 
 BENCH_SCRIPTS ?=	bench/startup.py bench/config_speed.py bench/receive.py \
 			bench/deliver.py

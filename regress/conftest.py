@@ -13,6 +13,7 @@ import tempfile
 
 import pytest
 
+import relay_world
 import smtpd_harness as h
 
 
@@ -23,6 +24,7 @@ def pytest_sessionstart(session):
 
 def pytest_sessionfinish(session, exitstatus):
     h.stop_all()
+    relay_world.close_all()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -91,3 +93,21 @@ def _smtpd_logs(request):
     if "daemon" in request.fixturenames:
         request.node._smtpd_instances.append(request.getfixturevalue("daemon"))
     yield
+
+
+@pytest.fixture
+def relay_world_factory(request, workroot):
+    """make(name) -> a RelayWorld (relay_world.py) in the session's scratch
+    dir, closed at the end of the test: its peers killed, its namespaces
+    gone."""
+    made = []
+
+    def make(name="world"):
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{request.node.name}-{name}")
+        w = relay_world.RelayWorld(os.path.join(workroot, safe))
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.close()

@@ -334,13 +334,24 @@ _live_lock = threading.Lock()
 # $1: the spool directory to bind; $2: "-", or a size for a tmpfs spool of
 # that size instead (the disk-full tests), seen from outside through
 # /proc/PARENT/root/var/spool/smtpd; $3: more binds, "SRC:DST SRC:DST"
-# ("-" for none): the delivery tests' private /var/mail and /home.
+# ("-" for none; no spaces or colons in the paths): the delivery tests'
+# private /var/mail and /home, or a file over a file (the relay tests'
+# /etc/resolv.conf). A file whose destination is a dangling symlink into the
+# fresh /run (resolv.conf -> /run/systemd/resolve/... on some systems) gets
+# an empty file there to bind over; nothing is created anywhere else.
 _NS_SCRIPT = (
     'set -e\n'
     'mount -t tmpfs -o mode=0755 tmpfs /var/run\n'
     'mount --bind "$1" /var/spool/smtpd\n'
     'if [ "$2" != - ]; then mount -t tmpfs -o "size=$2,mode=0711" tmpfs /var/spool/smtpd; fi\n'
-    'if [ "$3" != - ]; then for b in $3; do mount --bind "${b%%:*}" "${b#*:}"; done; fi\n'
+    'if [ "$3" != - ]; then for b in $3; do\n'
+    '  src=${b%%:*} dst=${b#*:}\n'
+    '  if [ -f "$src" ] && [ ! -e "$dst" ]; then\n'
+    '    t=$(readlink -m -- "$dst")\n'
+    '    case $t in /run/*) mkdir -p -- "${t%/*}"; : >"$t";; esac\n'
+    '  fi\n'
+    '  mount --bind "$src" "$dst"\n'
+    'done; fi\n'
     'ip link set lo up\n'
     'shift 3\n'
     'exec "$@"\n'
@@ -351,10 +362,19 @@ class Instance:
     """One smtpd in its own mount + network namespace.
 
     Always call stop() (fixtures do it in a finalizer): it kills every
-    process the instance ever had, whatever state the test left it in."""
+    process the instance ever had, whatever state the test left it in.
+
+    `netns`: the path of an existing network namespace (/proc/PID/ns/net)
+    to run in instead of a fresh one: a host of a relay world
+    (relay_world.py), whose addresses exist before the daemon binds.
+    `bin`: another daemon binary, started the same way (relay_world's
+    Reference runs Debian's OpenSMTPD so); READY is the log line that
+    says it has started."""
+
+    READY = r"smtpd-rs \S+ starting"
 
     def __init__(self, workdir, config, name="smtpd", verbose=True, args=(), spool=None, spool_size=None,
-                 binds=(), deliver=False):
+                 binds=(), deliver=False, netns=None, bin=None):
         self.workdir = Path(workdir)
         self.name = name
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -368,7 +388,8 @@ class Instance:
         self.conf = self.workdir / "smtpd.conf"
         self.conf.write_text(config)
         self.log_path = self.workdir / "smtpd.log"
-        self.bin = smtpd_bin()
+        self.bin = Path(bin) if bin else smtpd_bin()
+        self.netns_path = netns
         self.verbose = verbose
         # Local deliveries stay paused (OpenSMTPD's -P mda) unless a test
         # delivers: the receive tests read what the queue holds, and no
@@ -391,8 +412,12 @@ class Instance:
     # ---- start
 
     def start(self, wait_ready=True):
-        argv = [
-            "unshare", "--mount", "--net", "--propagation", "private", "--fork",
+        if self.netns_path:
+            ns = ["nsenter", f"--net={self.netns_path}", "--", "unshare", "--mount"]
+        else:
+            ns = ["unshare", "--mount", "--net"]
+        argv = ns + [
+            "--propagation", "private", "--fork",
             "--", "/bin/sh", "-c", _NS_SCRIPT, "sh", str(self.spool),
             self.spool_size or "-", " ".join(f"{a}:{b}" for a, b in self.binds) or "-",
             str(self.bin), "-d",
@@ -415,7 +440,7 @@ class Instance:
         self._reader.start()
         self._find_parent()
         if wait_ready:
-            self.wait_log(r"smtpd-rs \S+ starting", timeout=START_TIMEOUT)
+            self.wait_log(self.READY, timeout=START_TIMEOUT)
             self.record_tree()
         return self
 

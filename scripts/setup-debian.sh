@@ -9,6 +9,14 @@
 # disabled, since it would take the port, /var/run/smtpd.sock and
 # /var/spool/smtpd that smtpd-rs uses.
 #
+# Postfix's smtp-sink (the relay tests' destination MX) comes from Debian's
+# postfix package, which conflicts with opensmtpd (both are MTAs): it is not
+# installed but downloaded (apt-get download) and unpacked with dpkg-deb -x
+# into $PEERS_DIR/postfix (default /opt/smtpd-rs-peers/postfix), where the
+# tests run it with LD_LIBRARY_PATH=$PEERS_DIR/postfix/usr/lib/postfix. Its
+# other shared libraries are in SETUP_PACKAGES. Nothing of it is configured
+# or started.
+#
 # Usage: setup-debian.sh [PACKAGE...]   (the Makefile passes SETUP_PACKAGES)
 set -eu
 
@@ -84,6 +92,30 @@ if [ -x /usr/sbin/smtpd ] && dpkg-query -W opensmtpd >/dev/null 2>&1; then
 	if ls /etc/rc[2345].d/S*opensmtpd >/dev/null 2>&1; then
 		update-rc.d opensmtpd disable >/dev/null 2>&1
 		echo "$prog: disabled /etc/init.d/opensmtpd"
+	fi
+fi
+
+# Postfix, unpacked only: the relay tests' smtp-sink.
+peers=${PEERS_DIR:-/opt/smtpd-rs-peers}
+sink=$peers/postfix/usr/sbin/smtp-sink
+if [ -x "$sink" ]; then
+	echo "$prog: $sink already unpacked"
+else
+	echo "$prog: unpacking Debian's postfix into $peers/postfix (not installing it)"
+	dl=$(mktemp -d)
+	chown _apt "$dl" 2>/dev/null || true # apt downloads as _apt
+	apt="apt-get -q -o DPkg::Lock::Timeout=600"
+	(cd "$dl" && $apt download postfix) ||
+	    { $apt update && (cd "$dl" && $apt download postfix); }
+	rm -rf "$peers/postfix.new"
+	mkdir -p "$peers"
+	dpkg-deb -x "$dl"/postfix_*.deb "$peers/postfix.new"
+	rm -rf "$dl" "$peers/postfix"
+	mv "$peers/postfix.new" "$peers/postfix"
+	if LD_LIBRARY_PATH="$peers/postfix/usr/lib/postfix" ldd "$sink" |
+	    grep "not found" >&2; then
+		echo "$prog: $sink misses the shared libraries above" >&2
+		exit 1
 	fi
 fi
 
