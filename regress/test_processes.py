@@ -146,11 +146,12 @@ def test_role_is_not_dumpable(daemon, role):
 @pytest.mark.parametrize("role", ROLES)
 def test_every_thread_is_sandboxed(daemon, role):
     """A role has one thread, the one that sandboxed itself, except the
-    queue, whose flusher thread is started after pledge and so inherits
-    the filter: every thread shows the seccomp filter and no_new_privs."""
+    queue, whose flusher thread is started after pledge, and lka, whose
+    4 route workers (DNS look-ups off its loop) are too: they inherit the
+    filter, and every thread shows the seccomp filter and no_new_privs."""
     pid = daemon.role_pid(role)
     tasks = sorted(os.listdir(f"/proc/{pid}/task"))
-    assert len(tasks) == (2 if role == "queue" else 1), tasks
+    assert len(tasks) == {"queue": 2, "lka": 5}.get(role, 1), tasks
     for tid in tasks:
         status = h.read_status(f"{pid}/task/{tid}")
         assert (status["Seccomp"], status["NoNewPrivs"]) == ("2", "1"), (role, tid)
@@ -198,10 +199,11 @@ def test_role_descriptors(daemon, role):
         assert not inet, f"{role} holds inet sockets: {inet}"
     # The dispatcher holds a second descriptor of its ca channel: its TLS
     # signer asks ca for signatures synchronously on it. The queue holds
-    # both ends of its flusher thread's wake-up socket pair. lka holds a
-    # second descriptor of its parent channel: it waits on it for the
-    # ~/.forward the delivery runner reads.
-    extra = {"dispatcher": 1, "queue": 2, "lka": 1}.get(role, 0)
+    # both ends of its flusher thread's wake-up socket pair. lka holds its
+    # channel to the delivery runner (it waits on it for the ~/.forward
+    # the runner reads) and both ends of its route workers' wake-up
+    # socket pair; its workers' DNS sockets live only during a look-up.
+    extra = {"dispatcher": 1, "queue": 2, "lka": 3}.get(role, 0)
     assert len(unix) <= 1 + peers + extra, f"{role}: {len(unix)} unix sockets for {peers} peers: {unix}"
     limit = 3 + 1 + peers + 2 + listeners + len(spool_dir) + extra
     assert len(fds) <= limit, f"{role}: {len(fds)} descriptors, at most {limit}: {fds}"

@@ -138,8 +138,10 @@ pub static ROLES: &[RoleSpec] = &[
             ("/etc/passwd", "r"),
             ("/etc/group", "r"),
         ],
-        promises: &[Stdio, Getpw],
-        why: "getpw: look up local recipients (getpwnam), and read :include: files under /etc/mail",
+        promises: &[Stdio, Dns, Getpw],
+        why: "dns: the MX and address look-ups for relaying (UDP/TCP to the name servers \
+              of /etc/resolv.conf, read at start with /etc/hosts), from its route worker threads; \
+              getpw: look up local recipients (getpwnam), and read :include: files under /etc/mail",
         opensmtpd: "stdio rpath inet dns getpw recvfd sendfd",
         peers: &[Role::Control, Role::Queue, Role::Dispatcher],
     },

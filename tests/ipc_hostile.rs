@@ -5,7 +5,8 @@
 //! root, with its real chroot, user and sandbox) on socket pairs this test
 //! holds: it plays the parent and every peer, completes the start
 //! handshake with well-formed frames built by the crate's own encoders,
-//! then sends one bad frame on one channel.
+//! then sends one bad frame on one channel. One good exchange rides on the
+//! same scaffolding: lka's Route, answered from its worker threads.
 
 use smtpd::config::view;
 use smtpd::ipc::frame::{self, HEADER_LEN, IPC_VERSION, MAX_PACKET};
@@ -372,4 +373,66 @@ fn a_role_started_without_a_channel_refuses_to_run() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("descriptor 3 is not a channel"));
+}
+
+/// Not hostile: lka answers the dispatcher's Route from its worker
+/// threads, in the real sandboxed process (a smarthost literal and an
+/// invalid domain need no name server), and goes on answering after.
+#[test]
+fn lka_answers_route_from_its_workers() {
+    use smtpd::ipc::msg::{LkaDispatcher, RouteAnswer, RouteHost};
+    let mut s = start(Role::Lka);
+    let sock = s
+        .peers
+        .iter()
+        .find(|(p, _)| *p == Role::Dispatcher)
+        .unwrap()
+        .1
+        .try_clone()
+        .unwrap();
+    let mut chan = Channel::new(sock, Role::Lka).unwrap();
+    let hello = msg::encode_hello(Role::Dispatcher, Role::Lka)
+        .unwrap()
+        .unwrap();
+    send_packet(chan.as_fd(), &hello, &[]).unwrap();
+    for (req, domain, host) in [(1, "example.test", Some("[192.0.2.1]")), (2, "", None)] {
+        let m = LkaDispatcher::Route {
+            req,
+            domain: domain.into(),
+            host: host.map(Into::into),
+            backup: None,
+        };
+        chan.send(&m, vec![]).unwrap();
+    }
+    chan.flush_blocking(Duration::from_secs(5)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        let got = chan.recv_until::<LkaDispatcher>(deadline);
+        match got.map(|r| r.msg) {
+            Ok(LkaDispatcher::Hello { from }) => assert_eq!(from, Role::Lka),
+            Ok(LkaDispatcher::RouteResult { req, answer }) => answers.push((req, answer)),
+            other => panic!("{other:?}; log:\n{}", s.read_log()),
+        }
+    }
+    answers.sort_by_key(|(req, _)| *req);
+    assert_eq!(
+        answers[0],
+        (
+            1,
+            RouteAnswer::Hosts(vec![RouteHost {
+                name: "[192.0.2.1]".into(),
+                preference: 0,
+                addrs: vec!["192.0.2.1".parse().unwrap()],
+            }])
+        )
+    );
+    assert!(
+        matches!(&answers[1], (2, RouteAnswer::PermFail(t)) if t.starts_with("Invalid domain name")),
+        "{answers:?}"
+    );
+    // Still serving: the parent's Shutdown ends it cleanly.
+    s.parent.send(&FromParent::Shutdown, vec![]).unwrap();
+    s.parent.flush_blocking(Duration::from_secs(5)).unwrap();
+    assert_eq!(s.wait(), Exit::Code(0), "log:\n{}", s.read_log());
 }

@@ -1,8 +1,9 @@
-//! The lka (look-up agent) role: the match rules, tables and AUTH checks
-//! (aliases, DNS/MX and filters come with their issues). It opens no file:
-//! the parent reads the `file:` tables at start and sends their contents in
-//! lka's view, so lka runs pledged to "stdio" (OpenSMTPD's keeps rpath,
-//! inet, dns and getpw).
+//! The lka (look-up agent) role: the match rules, tables, AUTH checks,
+//! alias and `~/.forward` expansion, and the DNS routes of relayed mail
+//! ([`route`], run by the [`route_workers`] threads so the loop never
+//! waits for a name server). The parent reads the `file:` tables at start
+//! and sends their contents in lka's view; lka runs pledged to "stdio dns
+//! getpw" (OpenSMTPD's keeps rpath, inet, dns and getpw too).
 
 #![forbid(unsafe_code)]
 
@@ -13,15 +14,19 @@ pub mod expand;
 pub mod forward;
 pub mod policy;
 pub mod resolve;
+pub mod route;
+pub mod route_workers;
 pub mod table;
 
 use crate::config::ast::TableSource;
 use crate::config::view::{LkaView, View};
+use crate::event::{Loop, Ready};
 use crate::ipc::msg::{self, Destination, LkaDispatcher, LkaQueue, LookupResult, Verdict};
 use crate::proc::Role;
-use crate::prologue::{serve, Setup};
+use crate::prologue::{self, run_service, Frame, Links, Setup, FIRST_OWN_TOKEN};
 use crate::smtp::address::{self, Mailbox};
 use crate::spool::{LocalAccount, LocalTarget};
+use mio::Token;
 use policy::{Decision, LocalHost, Ruleset};
 use table::{Table, Tables};
 
@@ -268,6 +273,9 @@ fn destination(view: &LkaView, e: expand::Expanded) -> Destination {
     }
 }
 
+/// Token of the route workers' wake-up socket in lka's loop.
+const ROUTES: Token = Token(FIRST_OWN_TOKEN);
+
 /// Entry point after the prologue.
 pub fn run(setup: Setup) -> Result<(), String> {
     let View::Lka(view) = setup.view.get() else {
@@ -277,58 +285,121 @@ pub fn run(setup: Setup) -> Result<(), String> {
     let fd = setup.runner.ok_or("no channel to the delivery runner")?;
     lka.forward =
         Some(resolve::ForwardClient::new(fd).map_err(|e| format!("runner channel: {e}"))?);
-    serve(
-        setup.links,
-        |_, _| Ok(()),
-        |links, lp, frames| {
-            for f in frames {
-                if f.peer == Role::Queue {
-                    let reply = match f.decode::<LkaQueue>()? {
-                        LkaQueue::Bounce { req, rcpt } => LkaQueue::BounceRoute {
-                            req,
-                            result: lka.route_bounce(&rcpt),
-                        },
-                        other => return Err(msg::unexpected(Role::Queue, &other)),
-                    };
-                    links.send(lp, Role::Queue, &reply, Vec::new())?;
-                    continue;
-                }
-                if f.peer != Role::Dispatcher {
-                    return Err(f.refuse(Role::Lka));
-                }
-                let reply = match f.decode::<LkaDispatcher>()? {
-                    LkaDispatcher::Rcpt {
+    // Read once, here: resolv.conf and hosts are unveiled read-only and
+    // "dns" lets lka open them. The threads start after pledge, so they
+    // run sandboxed.
+    let config = route_workers::RouteConfig {
+        resolver: dns::Resolver::from_system(),
+        names: vec![view.common.hostname.clone()],
+        route_time: route_workers::ROUTE_TIME,
+    };
+    let routes =
+        route_workers::RouteWorkers::start(config, route_workers::WORKERS, route_workers::QUEUE)
+            .map_err(|e| format!("route workers: {e}"))?;
+    run_service(setup.links, &mut Service { lka, routes })
+}
+
+/// lka's loop: answers to the queue and the dispatcher, and the route
+/// workers' answers as they come.
+struct Service {
+    lka: Lka,
+    routes: route_workers::RouteWorkers,
+}
+
+impl prologue::Service for Service {
+    fn start(&mut self, _links: &mut Links, lp: &Loop) -> Result<(), String> {
+        lp.watch(self.routes.fd(), ROUTES, false)
+            .map_err(|e| format!("route workers: {e}"))
+    }
+
+    fn frames(&mut self, links: &mut Links, lp: &Loop, frames: Vec<Frame>) -> Result<(), String> {
+        let lka = &self.lka;
+        for f in frames {
+            if f.peer == Role::Queue {
+                let reply = match f.decode::<LkaQueue>()? {
+                    LkaQueue::Bounce { req, rcpt } => LkaQueue::BounceRoute {
                         req,
-                        session,
-                        mail_from,
-                        rcpt,
-                    } => LkaDispatcher::RcptVerdict {
-                        req,
-                        verdict: lka.rcpt(&session, &mail_from, &rcpt),
+                        result: lka.route_bounce(&rcpt),
                     },
-                    LkaDispatcher::Auth {
-                        req,
-                        listener,
-                        user,
-                        password,
-                    } => LkaDispatcher::AuthResult {
-                        req,
-                        ok: lka.auth(listener, &user, &password),
-                    },
-                    LkaDispatcher::Sender {
-                        req,
-                        listener,
-                        user,
-                        sender,
-                    } => LkaDispatcher::SenderResult {
-                        req,
-                        result: lka.sender(listener, &user, &sender),
-                    },
-                    other => return Err(msg::unexpected(Role::Dispatcher, &other)),
+                    other => return Err(msg::unexpected(Role::Queue, &other)),
                 };
-                links.send(lp, Role::Dispatcher, &reply, Vec::new())?;
+                links.send(lp, Role::Queue, &reply, Vec::new())?;
+                continue;
             }
-            Ok(())
-        },
-    )
+            if f.peer != Role::Dispatcher {
+                return Err(f.refuse(Role::Lka));
+            }
+            let reply = match f.decode::<LkaDispatcher>()? {
+                LkaDispatcher::Rcpt {
+                    req,
+                    session,
+                    mail_from,
+                    rcpt,
+                } => LkaDispatcher::RcptVerdict {
+                    req,
+                    verdict: lka.rcpt(&session, &mail_from, &rcpt),
+                },
+                LkaDispatcher::Auth {
+                    req,
+                    listener,
+                    user,
+                    password,
+                } => LkaDispatcher::AuthResult {
+                    req,
+                    ok: lka.auth(listener, &user, &password),
+                },
+                LkaDispatcher::Sender {
+                    req,
+                    listener,
+                    user,
+                    sender,
+                } => LkaDispatcher::SenderResult {
+                    req,
+                    result: lka.sender(listener, &user, &sender),
+                },
+                // Answered later, from a worker (`ready`), unless refused
+                // now.
+                LkaDispatcher::Route {
+                    req,
+                    domain,
+                    host,
+                    backup,
+                } => {
+                    let query = route::RouteQuery {
+                        domain,
+                        host,
+                        backup,
+                    };
+                    match self.routes.submit(req, query) {
+                        Ok(()) => continue,
+                        Err(why) => {
+                            log::warn!("warn: lka: route lookup refused: {why}");
+                            LkaDispatcher::RouteResult {
+                                req,
+                                answer: msg::RouteAnswer::TempFail(why.into()),
+                            }
+                        }
+                    }
+                }
+                other => return Err(msg::unexpected(Role::Dispatcher, &other)),
+            };
+            links.send(lp, Role::Dispatcher, &reply, Vec::new())?;
+        }
+        Ok(())
+    }
+
+    fn ready(&mut self, links: &mut Links, lp: &Loop, r: &Ready) -> Result<(), String> {
+        if r.token != ROUTES {
+            return Err(format!("event for unknown token {}", r.token.0));
+        }
+        let answers = self
+            .routes
+            .take()
+            .map_err(|e| format!("route workers: {e}"))?;
+        for (req, answer) in answers {
+            let reply = LkaDispatcher::RouteResult { req, answer };
+            links.send(lp, Role::Dispatcher, &reply, Vec::new())?;
+        }
+        Ok(())
+    }
 }

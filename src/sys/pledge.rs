@@ -298,4 +298,42 @@ mod tests {
         });
         out.assert_exit(0, b"srd");
     }
+
+    /// lka's row of the role table lets it read the resolver's files
+    /// once sandboxed (it reads them at the start of its loop), and no
+    /// other file of /etc.
+    #[test]
+    fn lka_reads_resolv_conf_and_hosts_in_its_sandbox() {
+        use crate::lka::dns::{Hosts, ResolvConf};
+        use std::path::Path;
+        let spec = crate::proc::Role::Lka.spec().expect("lka row");
+        let files = ["/etc/resolv.conf", "/etc/hosts"];
+        let before: Vec<_> = files.iter().map(std::fs::read).collect();
+        let conf = ResolvConf::load(Path::new(files[0]));
+        let hosts = Hosts::load(Path::new(files[1]));
+        let out = run(|m| {
+            unveil(spec.unveil).expect("unveil");
+            pledge(spec.promises).expect("pledge");
+            m.mark(b's');
+            let after: Vec<_> = files.iter().map(std::fs::read).collect();
+            let same = before.iter().zip(&after).all(|(b, a)| match (b, a) {
+                (Ok(b), Ok(a)) => a == b,
+                // Missing before the sandbox: missing in it.
+                (Err(b), Err(a)) => b.kind() == a.kind(),
+                _ => false,
+            });
+            m.mark(if same { b'r' } else { b'?' });
+            let loaded = ResolvConf::load(Path::new(files[0])) == conf
+                && Hosts::load(Path::new(files[1])) == hosts;
+            m.mark(if loaded { b'l' } else { b'?' });
+            let denied = os_error(std::fs::read("/etc/shadow"));
+            m.mark(if denied == Some(libc::EACCES) {
+                b'd'
+            } else {
+                b'?'
+            });
+            0
+        });
+        out.assert_exit(0, b"srld");
+    }
 }

@@ -1324,6 +1324,99 @@ mod tests {
         out.assert_exit(0, b"pd");
     }
 
+    /// lka's promises, from the role table, cover its own resolver as
+    /// its route workers run it: threads started after pledge, UDP
+    /// (socket, bind, connect, send, recvfrom, SO_RCVTIMEO) and, for a
+    /// truncated reply, TCP (a non-blocking connect with poll and
+    /// SO_ERROR, timeouts, write, read). The server runs in the test
+    /// process, outside the filter.
+    #[test]
+    fn lka_promises_cover_its_resolver_over_udp_and_tcp() {
+        use crate::lka::dns::message::{tests::reply, RData};
+        use crate::lka::dns::{Hosts, ResolvConf, Resolver};
+        use crate::lka::route::RouteQuery;
+        use crate::lka::route_workers::{RouteConfig, RouteWorkers};
+        use domain::base::iana::Rcode;
+        use std::net::{TcpListener, UdpSocket};
+
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("tcp");
+        let addr = tcp.local_addr().expect("addr");
+        let udp = UdpSocket::bind(addr).expect("udp");
+        // Every UDP reply is truncated; over TCP, A queries get 40
+        // addresses, AAAA none.
+        std::thread::spawn(move || {
+            let mut q = [0u8; 512];
+            while let Ok((n, from)) = udp.recv_from(&mut q) {
+                let r = reply(&q[..n], None, Rcode::NOERROR, true, &[]);
+                let _ = udp.send_to(&r, from);
+            }
+        });
+        std::thread::spawn(move || {
+            while let Ok((mut s, _)) = tcp.accept() {
+                let mut len = [0u8; 2];
+                let mut q = Vec::new();
+                if s.read_exact(&mut len).is_ok() {
+                    q.resize(u16::from_be_bytes(len).into(), 0);
+                }
+                if q.len() < 16 || s.read_exact(&mut q).is_err() {
+                    continue;
+                }
+                let qtype = u16::from_be_bytes([q[q.len() - 4], q[q.len() - 3]]);
+                let ips: Vec<String> = (1..=40).map(|i| format!("192.0.2.{i}")).collect();
+                let recs: Vec<(&str, RData)> = match qtype {
+                    1 => ips
+                        .iter()
+                        .map(|ip| ("big.test", RData::A(ip.parse().expect("ip"))))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let r = reply(&q, None, Rcode::NOERROR, false, &recs);
+                let mut out = (r.len() as u16).to_be_bytes().to_vec();
+                out.extend_from_slice(&r);
+                let _ = s.write_all(&out);
+            }
+        });
+
+        let promises = crate::proc::Role::Lka.spec().expect("lka row").promises;
+        let out = run(|m| {
+            let mut conf = ResolvConf::with_servers(vec![addr]);
+            conf.timeout = Duration::from_secs(2);
+            conf.attempts = 1;
+            let config = RouteConfig {
+                resolver: Resolver::new(conf, Hosts::default()),
+                names: Vec::new(),
+                route_time: Duration::from_secs(5),
+            };
+            pledge(promises).expect("pledge");
+            m.mark(b'p');
+            let mut w = RouteWorkers::start(config, 2, 4).expect("workers");
+            let query = RouteQuery {
+                domain: "example.test".into(),
+                host: Some("big.test".into()),
+                backup: None,
+            };
+            w.submit(7, query).expect("submit");
+            m.mark(b's');
+            let until = Instant::now() + Duration::from_secs(10);
+            let mut got = Vec::new();
+            while got.is_empty() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+                got = w.take().expect("take");
+            }
+            let ok = matches!(
+                got.as_slice(),
+                [(7, crate::ipc::msg::RouteAnswer::Hosts(h))]
+                    if h.len() == 1 && h[0].addrs.len() == crate::ipc::msg::MAX_ROUTE_ADDRS
+            );
+            if !ok {
+                eprintln!("{got:?}");
+            }
+            mark_if(m, ok, b'r');
+            0
+        });
+        out.assert_exit(0, b"psr");
+    }
+
     /// In new namespaces: lo up, /etc/resolv.conf naming 127.0.0.1, and a
     /// forked server answering A queries for any name with 192.0.2.7 and
     /// anything else with no answer. Dies with the caller.

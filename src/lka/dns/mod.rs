@@ -31,7 +31,7 @@ pub mod mx;
 mod transport;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -84,15 +84,48 @@ impl DnsError {
 
 impl fmt::Display for DnsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The names inside come from whoever asked (a recipient's domain)
+        // or from a reply; the text goes to logs and bounces: printable
+        // ASCII only.
         match self {
-            DnsError::NoSuchDomain(d) => write!(f, "Domain does not exist: {d}"),
-            DnsError::NullMx(d) => write!(f, "Domain does not accept mail: {d}"),
-            DnsError::Invalid(d) => write!(f, "Invalid domain name: {d}"),
-            DnsError::Loop(d) => write!(f, "Loop detected: we are the best MX for {d}"),
-            DnsError::NoAddress(h) => write!(f, "Host not found: {h}"),
-            DnsError::CnameChain(d) => write!(f, "CNAME chain too long or looping: {d}"),
-            DnsError::Temporary(m) => write!(f, "Temporary failure in DNS lookup: {m}"),
+            DnsError::NoSuchDomain(d) => write!(f, "Domain does not exist: {}", Printable(d)),
+            DnsError::NullMx(d) => write!(f, "Domain does not accept mail: {}", Printable(d)),
+            DnsError::Invalid(d) => write!(f, "Invalid domain name: {}", Printable(d)),
+            DnsError::Loop(d) => {
+                write!(f, "Loop detected: we are the best MX for {}", Printable(d))
+            }
+            DnsError::NoAddress(h) => write!(f, "Host not found: {}", Printable(h)),
+            DnsError::CnameChain(d) => {
+                write!(f, "CNAME chain too long or looping: {}", Printable(d))
+            }
+            DnsError::Temporary(m) => {
+                write!(f, "Temporary failure in DNS lookup: {}", Printable(m))
+            }
         }
+    }
+}
+
+/// Longest text of an error's name or detail, in characters.
+const MAX_SHOWN: usize = 255;
+
+/// Shows `&str` with everything but printable ASCII as `?`, cut to
+/// [`MAX_SHOWN`] characters.
+pub struct Printable<'a>(pub &'a str);
+
+impl fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        for c in self.0.chars().take(MAX_SHOWN) {
+            f.write_char(if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            })?;
+        }
+        if self.0.chars().nth(MAX_SHOWN).is_some() {
+            f.write_str("...")?;
+        }
+        Ok(())
     }
 }
 
@@ -137,7 +170,14 @@ impl Resolver {
     /// Apply [`mx::below_names`] / [`mx::below_self`] to the result for
     /// OpenSMTPD's "only MXs better than us" rule.
     pub fn mx_hosts(&self, domain: &str) -> Result<Vec<MxHost>, DnsError> {
-        let deadline = Instant::now() + self.lookup_time;
+        self.mx_hosts_until(domain, Instant::now() + self.lookup_time)
+    }
+
+    /// [`Resolver::mx_hosts`] ending by `deadline` (or the look-up bound,
+    /// whichever comes first): a caller with a budget for several
+    /// look-ups.
+    pub fn mx_hosts_until(&self, domain: &str, deadline: Instant) -> Result<Vec<MxHost>, DnsError> {
+        let deadline = deadline.min(Instant::now() + self.lookup_time);
         let (canonical, data) = self.chase(domain, QType::Mx, deadline)?;
         mx::from_records(domain, &canonical, &data)
     }
@@ -146,13 +186,19 @@ impl Resolver {
     /// (bare or in brackets, `[IPv6:...]` too) as is, else /etc/hosts,
     /// else AAAA and A queries (CNAMEs followed within the bound).
     pub fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        self.addresses_until(host, Instant::now() + self.lookup_time)
+    }
+
+    /// [`Resolver::addresses`] ending by `deadline` (or the look-up
+    /// bound, whichever comes first).
+    pub fn addresses_until(&self, host: &str, deadline: Instant) -> Result<Vec<IpAddr>, DnsError> {
         if let Some(ip) = literal(host) {
             return Ok(vec![ip]);
         }
         if let Some(addrs) = self.hosts.lookup(host) {
             return Ok(addrs.to_vec());
         }
-        let deadline = Instant::now() + self.lookup_time;
+        let deadline = deadline.min(Instant::now() + self.lookup_time);
         let mut addrs = Vec::new();
         let mut failure = None;
         for qtype in [QType::Aaaa, QType::A] {
@@ -195,7 +241,7 @@ impl Resolver {
 }
 
 /// `host` as an address: "192.0.2.1", "[192.0.2.1]", "[IPv6:2001:db8::1]".
-fn literal(host: &str) -> Option<IpAddr> {
+pub fn literal(host: &str) -> Option<IpAddr> {
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         let inner = match inner.get(..5) {
             Some(p) if p.eq_ignore_ascii_case("IPv6:") => return inner[5..].parse().ok(),

@@ -13,7 +13,7 @@ use super::message::tests::reply;
 use super::message::RData;
 use super::*;
 
-mod dnsmasq;
+pub(crate) mod dnsmasq;
 
 /// A UDP server on 127.0.0.1 that answers each datagram with whatever
 /// `respond` returns (several datagrams, or none), until dropped.
@@ -269,4 +269,17 @@ fn null_mx_and_nxdomain_are_permanent() {
     );
     let e = r.addresses("gone.test").unwrap_err();
     assert!(matches!(e, DnsError::NoSuchDomain(_)), "{e:?}");
+}
+
+#[test]
+fn error_texts_are_printable_ascii() {
+    let e = DnsError::Invalid("a\r\nb\u{e9}\0.test".into());
+    assert_eq!(e.to_string(), "Invalid domain name: a??b??.test");
+    let long = DnsError::NoSuchDomain("x".repeat(1000)).to_string();
+    assert_eq!(
+        long,
+        format!("Domain does not exist: {}...", "x".repeat(255))
+    );
+    let exact = DnsError::NoAddress("y".repeat(255)).to_string();
+    assert_eq!(exact, format!("Host not found: {}", "y".repeat(255)));
 }

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use super::super::*;
 
 /// A dnsmasq child, killed when dropped.
-struct Dnsmasq {
+pub(crate) struct Dnsmasq {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Drop for Dnsmasq {
@@ -42,6 +42,12 @@ const RECORDS: &[&str] = &[
 ];
 
 fn start() -> Dnsmasq {
+    start_with(&[])
+}
+
+/// dnsmasq with [`RECORDS`] and `extra` (more dnsmasq options), for other
+/// modules' tests (lka's routes).
+pub(crate) fn start_with(extra: &[&str]) -> Dnsmasq {
     // A free port: bind, note it, close. dnsmasq takes UDP and TCP on it.
     let port = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -62,6 +68,7 @@ fn start() -> Dnsmasq {
     .arg(format!("--port={port}"))
     .args(RECORDS)
     .args(long_chain())
+    .args(extra)
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::null());
