@@ -223,7 +223,10 @@ def test_hostile_421_after_rcpt_is_a_tempfail_and_retried(world, reference):
 
 @pytest.fixture(scope="module")
 def smarthost(world, workroot, smtpd_bin):
-    return world.smarthost("smarthost.test", os.path.join(workroot, "relay-smarthost"))
+    # Relaying paused (-P mta): what it accepts stays in its queue to be
+    # looked at.
+    return world.smarthost("smarthost.test", os.path.join(workroot, "relay-smarthost"),
+                           args=["-P", "mta"])
 
 
 def opensmtpd_name():

@@ -137,6 +137,25 @@ macro_rules! fatal {
     }};
 }
 
+/// OpenSMTPD's duration_to_text: "1d2h3m4s", zero parts left out.
+pub fn duration_text(secs: u64) -> String {
+    if secs == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, part) in [
+        ("d", secs / 86400),
+        ("h", (secs % 86400) / 3600),
+        ("m", (secs % 3600) / 60),
+        ("s", secs % 60),
+    ] {
+        if part != 0 {
+            out.push_str(&format!("{part}{unit}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +171,14 @@ mod tests {
     fn sanitize_removes_line_breaks() {
         assert_eq!(sanitize("a\nb"), "a\\x0ab");
         assert_eq!(sanitize("plain"), "plain");
+    }
+
+    #[test]
+    fn durations_as_opensmtpd_prints_them() {
+        assert_eq!(duration_text(0), "0s");
+        assert_eq!(duration_text(59), "59s");
+        assert_eq!(duration_text(60), "1m");
+        assert_eq!(duration_text(3661), "1h1m1s");
+        assert_eq!(duration_text(2 * 86400 + 5), "2d5s");
     }
 }

@@ -12,6 +12,7 @@ pub mod check;
 pub mod lexer;
 pub mod parser;
 pub mod print;
+pub mod relay;
 pub mod view;
 
 pub use ast::Config;

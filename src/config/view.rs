@@ -133,6 +133,11 @@ pub struct DispatcherView {
     pub max_mails: u64,
     pub max_rcpt: u64,
     pub max_message_size: u64,
+    /// The `relay` actions, resolved (see [`super::relay`]).
+    pub relays: Vec<super::relay::RelayView>,
+    /// The system's root certificates (PEM), for `tls` relays without a
+    /// `ca`; empty if the bundle is missing.
+    pub roots_pem: Vec<u8>,
 }
 
 /// What the parent read from disk and the system for the views.
@@ -146,6 +151,8 @@ pub struct Material {
     /// `file:` tables' contents, by name.
     pub table_files: Vec<(String, Vec<u8>)>,
     pub local_addrs: Vec<std::net::IpAddr>,
+    pub relays: Vec<super::relay::RelayView>,
+    pub roots_pem: Vec<u8>,
 }
 
 /// Largest table file the parent reads: lka's own bound.
@@ -186,6 +193,11 @@ pub fn read_material(cfg: &Config) -> Result<Material, String> {
                     .push((t.name.clone(), read_table_file(&t.name, path)?));
             }
         }
+    }
+    m.relays = super::relay::views(cfg, &m.table_files)?;
+    if !m.relays.is_empty() {
+        // Missing roots only fail the relays that verify, at delivery.
+        m.roots_pem = std::fs::read(SYSTEM_CA_FILE).unwrap_or_default();
     }
     m.local_addrs = crate::sys::ifaddrs::all().map_err(|e| format!("interface addresses: {e}"))?;
     Ok(m)
@@ -305,6 +317,8 @@ pub fn for_role(
             max_mails: s.max_mails,
             max_rcpt: s.max_rcpt,
             max_message_size: s.max_message_size,
+            relays: material.relays.clone(),
+            roots_pem: material.roots_pem.clone(),
         }),
     })
 }

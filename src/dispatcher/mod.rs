@@ -12,6 +12,7 @@
 
 pub mod conn;
 pub mod headers;
+pub mod mta;
 pub mod tls;
 
 use crate::config::ast::{AuthMode, TlsMode};
@@ -53,6 +54,8 @@ struct Dispatcher {
     next_id: u64,
     tls: Option<TlsConfigs>,
     ca: Arc<tls::CaClient>,
+    /// Relaying: the SMTP client side.
+    mta: mta::Mta,
 }
 
 /// Entry point after the prologue.
@@ -98,6 +101,7 @@ pub fn run(setup: Setup) -> Result<(), String> {
         next_id: session_id_seed(),
         tls: None,
         ca,
+        mta: mta::Mta::new(view, session_id_seed()),
     };
     d.run()
 }
@@ -115,6 +119,10 @@ impl Dispatcher {
                         .map_or(s.deadline, |(t, _)| (*t).min(s.deadline))
                 })
                 .min();
+            let deadline = match (deadline, self.mta.deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             for r in self.lp.wait(deadline).map_err(|e| e.to_string())? {
                 if self.links.owns(r.token) {
                     match self.links.handle(&self.lp, &r)? {
@@ -127,6 +135,15 @@ impl Dispatcher {
                     for f in self.links.take_frames() {
                         self.frame(f)?;
                     }
+                } else if self.mta.owns(r.token) {
+                    let out = self.mta.ready(
+                        &self.lp,
+                        r.token,
+                        r.readable || r.closed,
+                        r.writable,
+                        &mut self.next_req,
+                    );
+                    self.send_mta(out)?;
                 } else if r.token.0 < first_session {
                     self.accept(r.token.0 - FIRST_OWN_TOKEN)?;
                 } else {
@@ -134,7 +151,19 @@ impl Dispatcher {
                 }
             }
             self.timers()?;
+            let out = self.mta.timers(&self.lp, &mut self.next_req);
+            self.send_mta(out)?;
         }
+    }
+
+    fn send_mta(&mut self, out: Vec<mta::Out>) -> Result<(), String> {
+        for o in out {
+            match o {
+                mta::Out::Lka(m) => self.links.send(&self.lp, Role::Lka, &m, Vec::new())?,
+                mta::Out::Queue(m) => self.links.send(&self.lp, Role::Queue, &m, Vec::new())?,
+            }
+        }
+        Ok(())
     }
 
     /// A frame from another role: an answer for a session, or ca's keys.
@@ -153,6 +182,12 @@ impl Dispatcher {
                 LkaDispatcher::RcptVerdict { req, verdict } => (req, Incoming::Verdict(verdict)),
                 LkaDispatcher::AuthResult { req, ok } => (req, Incoming::Auth(ok)),
                 LkaDispatcher::SenderResult { req, result } => (req, Incoming::Sender(result)),
+                LkaDispatcher::RouteResult { req, answer } => {
+                    let out = self
+                        .mta
+                        .route_answer(&self.lp, req, answer, &mut self.next_req)?;
+                    return self.send_mta(out);
+                }
                 other => return Err(msg::unexpected(Role::Lka, &other)),
             },
             Role::Queue => {
@@ -169,6 +204,15 @@ impl Dispatcher {
                         (req, Incoming::CreateFailed(text))
                     }
                     QueueDispatcher::Committed { req, msgid } => (req, Incoming::Committed(msgid)),
+                    QueueDispatcher::Relay { env } => {
+                        let fd = fds
+                            .next()
+                            .ok_or("queue channel: Relay without a descriptor")?;
+                        let out = self
+                            .mta
+                            .relay(&self.lp, env, File::from(fd), &mut self.next_req);
+                        return self.send_mta(out);
+                    }
                     QueueDispatcher::CommitFailed { req, text, .. } => {
                         (req, Incoming::CommitFailed(text))
                     }

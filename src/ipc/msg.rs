@@ -474,11 +474,41 @@ pub struct NewEnvelope {
     pub orcpt: Option<String>,
 }
 
+/// One envelope to relay, as the queue hands it to the dispatcher (the
+/// message file comes with it as a descriptor, read-only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayEnvelope {
+    pub id: u64,
+    /// The `relay` action that sends it.
+    pub action: String,
+    /// MAIL FROM; "" for `<>`.
+    pub sender: String,
+    /// The address to send to (after expansion).
+    pub dest: String,
+    /// RCPT TO as the client gave it (for the log line).
+    pub rcpt: String,
+    pub notify: crate::spool::Notify,
+    pub ret: Option<crate::spool::DsnRet>,
+    pub envid: Option<String>,
+    pub orcpt: Option<String>,
+    /// When the message was accepted (for the log line's delay).
+    pub ctime: u64,
+}
+
 /// dispatcher <-> queue: message files and their commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueueDispatcher {
     Hello {
         from: Role,
+    },
+    /// queue -> dispatcher, with the message file: relay this envelope.
+    Relay {
+        env: RelayEnvelope,
+    },
+    /// dispatcher -> queue: how relaying `id` ended.
+    Relayed {
+        id: u64,
+        outcome: Outcome,
     },
     /// dispatcher -> queue: open a new message file.
     Create {
@@ -658,6 +688,8 @@ link_impl!(QueueDispatcher {
     Committed => 0,
     CommitFailed => 0,
     Abort => 0,
+    Relay => 1,
+    Relayed => 0,
 });
 link_impl!(LkaQueue {
     Bounce => 0,

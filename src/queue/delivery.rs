@@ -6,14 +6,16 @@
 //! tells the scheduler. Every try is logged in OpenSMTPD's `mda delivery`
 //! form.
 //!
-//! Not yet here (left for the relay issue): relayed envelopes are held
-//! with a temporary failure. A failed or expired envelope bounces
-//! ([`super::bounce`]).
+//! A relayed envelope goes the same way to the dispatcher instead, whose
+//! mta sends it and logs the `mta delivery` line; its outcome comes back
+//! as `Relayed`. A failed or expired envelope bounces ([`super::bounce`]).
 
 use super::Queue;
 use crate::delivery::Outcome;
 use crate::event::Loop;
-use crate::ipc::msg::{self, LocalRequest, QueueScheduler, ToParent};
+use crate::ipc::msg::{
+    self, LocalRequest, QueueDispatcher, QueueScheduler, RelayEnvelope, ToParent,
+};
 use crate::proc::Role;
 use crate::prologue::{Frame, Links};
 use crate::spool::unix_now as now;
@@ -72,9 +74,6 @@ impl Queue {
                 return tell(links, lp, QueueScheduler::PermFailed { id });
             }
         };
-        if env.kind != Kind::Local {
-            return self.temp_fail(links, lp, env, "relaying is not implemented yet");
-        }
         let file = match self.spool.open_message(evpid.msgid()) {
             Ok(f) => f,
             Err(e) => {
@@ -82,6 +81,25 @@ impl Queue {
                 return self.temp_fail(links, lp, env, &text);
             }
         };
+        if env.kind == Kind::Relay {
+            let m = QueueDispatcher::Relay {
+                env: RelayEnvelope {
+                    id,
+                    action: env.action.clone(),
+                    sender: env.sender.clone(),
+                    dest: env.dest.clone(),
+                    rcpt: env.rcpt.clone(),
+                    notify: env.notify,
+                    ret: env.ret,
+                    envid: env.envid.clone(),
+                    orcpt: env.orcpt.clone(),
+                    ctime: env.ctime,
+                },
+            };
+            links.send(lp, Role::Dispatcher, &m, vec![OwnedFd::from(file)])?;
+            self.inflight.insert(id, env);
+            return Ok(());
+        }
         let req = LocalRequest {
             id,
             action: env.action.clone(),
@@ -109,13 +127,23 @@ impl Queue {
             .inflight
             .remove(&id)
             .ok_or_else(|| format!("parent channel: outcome for {id:016x}, not in flight"))?;
+        // The dispatcher logged a relayed delivery with its relay's name.
+        let logged = env.kind == Kind::Relay;
+        let log_delivery = |env: &Envelope, result: &str, stat: &str| {
+            if !logged {
+                log_delivery(env, result, stat)
+            }
+        };
         match outcome {
             Outcome::Delivered => {
                 log_delivery(&env, "Ok", "Delivered");
                 self.delivered(links, lp, env)?;
                 tell(links, lp, QueueScheduler::Delivered { id })
             }
-            Outcome::TempFail(text) => self.temp_fail(links, lp, env, &text),
+            Outcome::TempFail(text) => {
+                log_delivery(&env, "TempFail", &text);
+                self.keep(links, lp, env, &text)
+            }
             Outcome::PermFail(text) => {
                 log_delivery(&env, "PermFail", &text);
                 self.fail(links, lp, env, &text)?;
@@ -124,16 +152,27 @@ impl Queue {
         }
     }
 
+    /// A temporary failure found here: logged, then [`Self::keep`].
+    fn temp_fail(
+        &mut self,
+        links: &mut Links,
+        lp: &Loop,
+        env: Envelope,
+        text: &str,
+    ) -> Result<(), String> {
+        log_delivery(&env, "TempFail", text);
+        self.keep(links, lp, env, text)
+    }
+
     /// Keep the envelope for the next try, its retry count and error
     /// written first (so a restart resumes the backoff).
-    fn temp_fail(
+    fn keep(
         &mut self,
         links: &mut Links,
         lp: &Loop,
         mut env: Envelope,
         text: &str,
     ) -> Result<(), String> {
-        log_delivery(&env, "TempFail", text);
         let id = env.id.get();
         env.retry = env.retry.saturating_add(1);
         env.last_try = now();
@@ -193,40 +232,7 @@ fn log_delivery(env: &Envelope, result: &str, stat: &str) {
         env.sender,
         env.dest,
         env.rcpt,
-        duration_text(delay),
+        crate::log::duration_text(delay),
         crate::log::escape(stat.as_bytes())
     );
-}
-
-/// OpenSMTPD's duration_to_text: "1d2h3m4s", zero parts left out.
-pub fn duration_text(secs: u64) -> String {
-    if secs == 0 {
-        return "0s".into();
-    }
-    let mut out = String::new();
-    for (unit, part) in [
-        ("d", secs / 86400),
-        ("h", (secs % 86400) / 3600),
-        ("m", (secs % 3600) / 60),
-        ("s", secs % 60),
-    ] {
-        if part != 0 {
-            out.push_str(&format!("{part}{unit}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_as_opensmtpd_prints_them() {
-        assert_eq!(duration_text(0), "0s");
-        assert_eq!(duration_text(59), "59s");
-        assert_eq!(duration_text(60), "1m");
-        assert_eq!(duration_text(3661), "1h1m1s");
-        assert_eq!(duration_text(2 * 86400 + 5), "2d5s");
-    }
 }

@@ -163,6 +163,9 @@ impl Service for Queue {
                 QueueDispatcher::Commit {
                     req, msgid, count, ..
                 } => self.stage(links, lp, req, msgid, count)?,
+                QueueDispatcher::Relayed { id, outcome } => {
+                    self.delivery_done(links, lp, id, outcome)?;
+                }
                 QueueDispatcher::Abort { msgid } => {
                     if self.pending.remove(&msgid).is_some() {
                         if let Some(id) = MsgId::new(msgid) {

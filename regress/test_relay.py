@@ -1,0 +1,308 @@
+"""Relaying (issue 7): our daemon as the relaying MTA in the relay world
+(relay_world.py): MX look-ups from dnsmasq through lka, the dispatcher's
+SMTP client to Postfix's smtp-sink and to hostile servers, fallback past
+MXs that refuse, IPv6, bounces from 5xx replies and DNS, and a smarthost
+(a second instance of our daemon) with STARTTLS, a verified certificate
+and AUTH. test_relay_reference.py runs the same world with OpenSMTPD 6.8;
+the cases here that it covers too behave the same way.
+
+Deliveries are not paused (`deliver=True`): the relay runs for real."""
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+import relay_world as rw
+from smtpd_harness import Instance
+from test_relay_reference import message, send, strip_received, for_rcpt
+
+pytestmark = pytest.mark.skipif(not rw.SMTP_SINK.exists(),
+                                reason="the unpacked Postfix (make setup) is needed")
+
+RELAY_CONF = (
+    "listen on 127.0.0.1\n"
+    'action "relay" relay\n'
+    'match from local for any action "relay"\n'
+)
+
+
+@pytest.fixture(scope="module")
+def world(workroot):
+    w = rw.RelayWorld(os.path.join(workroot, "relay-world"))
+    yield w
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def relay(world, workroot):
+    host = world.host("ours.test")
+    inst = Instance(os.path.join(workroot, "relay-ours"), RELAY_CONF, name="relay",
+                    netns=host.netns, binds=world.binds(), deliver=True)
+    inst.start()
+    inst.place = host
+    yield inst
+    inst.stop()
+
+
+@pytest.fixture(autouse=True)
+def _show_logs(request):
+    for name in ("relay",):
+        if name in request.fixturenames:
+            request.node._smtpd_instances.append(request.getfixturevalue(name))
+
+
+def wait_delivery(inst, rcpt, result="Ok", timeout=30.0):
+    """Our `mta delivery` line for rcpt with that result."""
+    return inst.wait_log(rf'mta delivery .* to=<{re.escape(rcpt)}> .* result="{result}".*',
+                         timeout=timeout)
+
+
+def queued_for(inst, rcpt):
+    """Envelope files in the spool naming rcpt (what is still queued)."""
+    root = Path(inst.spool)
+    out = []
+    for p in (root / "queue").rglob("*"):
+        if p.is_file() and re.fullmatch(r"[0-9a-f]{16}", p.name) and rcpt.encode() in p.read_bytes():
+            out.append(p)
+    return out
+
+
+def wait_dequeued(inst, rcpt, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while queued_for(inst, rcpt):
+        assert time.monotonic() < deadline, f"{rcpt} still queued"
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------
+
+
+def test_mx_delivery_to_smtp_sink_exactly_once(world, relay):
+    sink = world.smtp_sink("mx1.test", v6=False)
+    world.mx("sink.test", ("mx1.test", 10))
+    data = message("sink")
+    send(relay, "sender@ours.test", ["rcpt@sink.test"], data)
+    m = wait_delivery(relay, "rcpt@sink.test")
+    assert f'relay="{sink.host.v4} (mx1.test)"' in m.group(0), m.group(0)
+    assert "rcpt=<->" in m.group(0), "as OpenSMTPD: the original only when it differs"
+    assert f'source="{relay.place.v4}"' in m.group(0), m.group(0)
+    wait_dequeued(relay, "rcpt@sink.test")
+    got = for_rcpt(sink, "rcpt@sink.test")
+    assert len(got) == 1, got
+    assert got[0].sender == "sender@ours.test"
+    assert got[0].recipients == ["rcpt@sink.test"]
+    assert got[0].content.startswith(b"Received: "), "our Received: on top"
+    assert strip_received(got[0].content) == data
+
+
+def test_recipients_of_one_domain_share_a_transaction(world, relay):
+    sink = world.smtp_sink("mx-multi.test", v6=False)
+    world.mx("multi.test", ("mx-multi.test", 10))
+    rcpts = [f"r{i}@multi.test" for i in range(3)]
+    data = message("multi")
+    send(relay, "sender@ours.test", rcpts, data)
+    for r in rcpts:
+        wait_delivery(relay, r)
+    got = sink.wait_messages(1)
+    assert len(got) == 1, got
+    assert sorted(got[0].recipients) == rcpts
+    assert strip_received(got[0].content) == data
+
+
+def test_fallback_past_a_refusing_mx_and_a_421_banner(world, relay):
+    world.refuser("refuse.test")
+    busy = world.hostile("busy.test", "tempfail", at="banner")
+    sink = world.smtp_sink("mx2.test")
+    world.mx("fallback.test", ("refuse.test", 10), ("busy.test", 20), ("mx2.test", 30))
+    data = message("fallback")
+    send(relay, "sender@ours.test", ["rcpt@fallback.test"], data)
+    m = wait_delivery(relay, "rcpt@fallback.test")
+    assert "(mx2.test)" in m.group(0), m.group(0)
+    log = relay.log()
+    assert re.search(r"mta connecting address=smtp://\S+ host=refuse.test", log)
+    assert re.search(r"mta error reason=\"[^\"]*[Rr]efused", log), "the refusal is logged"
+    assert busy.wait_event(lambda e: e["ev"] == "close")
+    got = for_rcpt(sink, "rcpt@fallback.test")
+    assert len(got) == 1 and strip_received(got[0].content) == data
+
+
+def test_ipv6_only_mx(world, relay):
+    sink = world.smtp_sink("mx6.test", v4=False)
+    world.mx("six.test", ("mx6.test", 10))
+    data = message("six")
+    send(relay, "sender@ours.test", ["rcpt@six.test"], data)
+    m = wait_delivery(relay, "rcpt@six.test")
+    assert f'relay="[{sink.host.v6}] (mx6.test)"' in m.group(0), m.group(0)
+    got = sink.wait_messages(1)
+    assert strip_received(got[0].content) == data
+
+
+@pytest.fixture(scope="module")
+def bounces(world):
+    """Where bounces to senders@bounce.test arrive."""
+    sink = world.smtp_sink("mx-bounce.test", v6=False)
+    world.mx("bounce.test", ("mx-bounce.test", 10))
+    return sink
+
+
+def bounce_for(sink, token, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = [m for m in sink.messages() if token.encode() in m.content and m.sender == ""]
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"no bounce mentioning {token}"
+        time.sleep(0.2)
+
+
+def test_a_5xx_recipient_bounces_with_the_reply_quoted(world, relay, bounces):
+    bad = world.hostile("h550.test", "reject", at="rcpt", args=("--code", "550"))
+    world.mx("reject.test", ("h550.test", 10))
+    send(relay, "someone@bounce.test", ["rcpt@reject.test"], message("reject"))
+    m = wait_delivery(relay, "rcpt@reject.test", result="PermFail")
+    assert 'stat="550' in m.group(0), m.group(0)
+    (b,) = bounce_for(bounces, "rcpt@reject.test")
+    assert b.recipients == ["someone@bounce.test"]
+    assert b"550" in b.content
+    assert b"Content-Type: message/delivery-status" in b.content
+    assert any(c.upper().startswith(b"RCPT") for c in bad.commands())
+    wait_dequeued(relay, "rcpt@reject.test")
+
+
+def test_a_null_mx_and_a_missing_domain_bounce_at_once(world, relay, bounces):
+    world.dns_option("--mx-host=nullmx.test,.,0")
+    send(relay, "someone@bounce.test", ["rcpt@nullmx.test"], message("nullmx"))
+    send(relay, "someone@bounce.test", ["rcpt@nowhere-at-all.test"], message("nowhere"))
+    m = wait_delivery(relay, "rcpt@nullmx.test", result="PermFail")
+    assert "does not accept mail" in m.group(0), m.group(0)
+    m = wait_delivery(relay, "rcpt@nowhere-at-all.test", result="PermFail")
+    assert "does not exist" in m.group(0), m.group(0)
+    bounce_for(bounces, "rcpt@nullmx.test")
+    bounce_for(bounces, "rcpt@nowhere-at-all.test")
+
+
+# Hostile servers (A12): each ends in a retry or a bounce of that envelope
+# with a log line; nothing they send reaches a queue file, a DSN header or
+# a log line as a line of its own; the daemon goes on relaying.
+HOSTILE = [
+    ("long-line", "ehlo", ()),
+    ("endless", "ehlo", ("--max-seconds", "20")),
+    ("ctl", "ehlo", ()),
+    ("early", "mail", ()),
+    ("tempfail", "rcpt", ()),
+    ("tempfail", "dot", ()),
+    ("inject", "rcpt", ()),
+    ("inject", "mail", ("--code", "451")),
+]
+
+
+@pytest.mark.parametrize("mode,at,args", HOSTILE, ids=[f"{m}-{a}-{len(x)}" for m, a, x in HOSTILE])
+def test_hostile_server(world, relay, bounces, mode, at, args):
+    tag = f"{mode}-{at}-{len(args)}"
+    name = f"h-{tag}.test"
+    world.hostile(name, mode, at=at, args=args)
+    domain = f"d-{tag}.test"
+    world.mx(domain, (name, 10))
+    offset = relay.log_size()
+    send(relay, "someone@bounce.test", [f"rcpt@{domain}"], message(tag.replace("-", "")))
+    m = relay.wait_log(rf'mta delivery .* to=<rcpt@{re.escape(domain)}> .* result="(TempFail|PermFail)"',
+                       timeout=40, since=offset)
+    log = relay.log()[offset:]
+    for forged in ("type: mda", "mda-exec", "X-Injected", "errorline", "dispatcher: local"):
+        for line in log.splitlines():
+            assert not line.startswith(forged), f"injected log line: {line!r}"
+    for env in queued_for(relay, f"rcpt@{domain}"):
+        text = env.read_bytes()
+        assert b"/tmp/smtpd-rs-injected" not in text, "reply text in an envelope"
+    assert not Path("/tmp/smtpd-rs-injected").exists()
+    if m.group(1) == "PermFail":
+        for b in bounce_for(bounces, f"rcpt@{domain}"):
+            header = b.content.split(b"\r\n\r\n", 1)[0]
+            assert b"X-Injected" not in header and b"Subject: injected" not in header
+
+
+def test_the_daemon_relays_on_after_the_hostile_ones(world, relay):
+    sink = world.smtp_sink("mx-after.test", v6=False)
+    world.mx("after.test", ("mx-after.test", 10))
+    send(relay, "sender@ours.test", ["rcpt@after.test"], message("after"))
+    wait_delivery(relay, "rcpt@after.test")
+    assert len(for_rcpt(sink, "rcpt@after.test")) == 1
+
+
+# --------------------------------------------------------------------------
+# A smarthost: a second instance of our daemon, STARTTLS with a test CA and
+# AUTH, as `relay host smtp+tls://label@host:587 auth <secrets> tls`.
+
+
+def test_smarthost_with_verified_starttls_and_auth(request, world, workroot):
+    from test_receive import queued
+    smart = world.smarthost("smart-ours.test", os.path.join(workroot, "relay-ours-smarthost"),
+                            args=["-P", "mta"])
+    request.node._smtpd_instances.append(smart)
+    secrets = Path(workroot) / "relay-ours-secrets"
+    secrets.write_text("smart relayuser:secret\n")
+    os.chmod(secrets, 0o640)
+    conf = (
+        f"table secrets file:{secrets}\n"
+        f'ca testca cert "{smart.ca.cert}"\n'
+        "listen on 127.0.0.1\n"
+        'action "smarthost" relay host smtp+tls://smart@smart-ours.test:587 '
+        "auth <secrets> tls ca testca\n"
+        'match from local for any action "smarthost"\n'
+    )
+    host = world.host("ours2.test")
+    inst = Instance(os.path.join(workroot, "relay-ours-2"), conf, name="relay-smarthost",
+                    netns=host.netns, binds=world.binds(), deliver=True)
+    request.node._smtpd_instances.append(inst)
+    inst.start()
+    try:
+        data = message("smart")
+        send(inst, "sender@ours2.test", ["rcpt@elsewhere.test"], data)
+        m = wait_delivery(inst, "rcpt@elsewhere.test")
+        assert "(smart-ours.test)" in m.group(0), m.group(0)
+        assert re.search(r"mta tls ciphers=TLSv1\.[23]", inst.log())
+        msgs = [msg for msg, _ in queued(smart).values() if b"Subject: relay world smart" in msg]
+        assert len(msgs) == 1
+        assert re.search(rb"with ESMTPSA id [0-9a-f]{8} \(TLSv1\.[23]:", msgs[0]), msgs[0][:600]
+        assert strip_received(msgs[0]) == data
+    finally:
+        inst.stop()
+
+
+def test_a_smarthost_with_an_untrusted_certificate_is_not_used(request, world, workroot):
+    """`tls` verifies: a certificate from another CA fails the session
+    before AUTH (the engine sends credentials only after TLS is up), the
+    mail stays queued (TempFail) and never reaches the smarthost."""
+    smart = world.smarthost("smart-other.test", os.path.join(workroot, "relay-ours-other"),
+                            args=["-P", "mta"])
+    request.node._smtpd_instances.append(smart)
+    other = rw.TestCA(Path(workroot) / "relay-ours-other-ca")
+    secrets = Path(workroot) / "relay-ours-secrets-2"
+    secrets.write_text("smart relayuser:secret\n")
+    os.chmod(secrets, 0o640)
+    conf = (
+        f"table secrets file:{secrets}\n"
+        f'ca otherca cert "{other.cert}"\n'
+        "listen on 127.0.0.1\n"
+        'action "smarthost" relay host smtp+tls://smart@smart-other.test:587 '
+        "auth <secrets> tls ca otherca\n"
+        'match from local for any action "smarthost"\n'
+    )
+    host = world.host("ours3.test")
+    inst = Instance(os.path.join(workroot, "relay-ours-3"), conf, name="relay-untrusted",
+                    netns=host.netns, binds=world.binds(), deliver=True)
+    request.node._smtpd_instances.append(inst)
+    inst.start()
+    try:
+        send(inst, "sender@ours3.test", ["rcpt@elsewhere.test"], message("untrusted"))
+        m = wait_delivery(inst, "rcpt@elsewhere.test", result="TempFail")
+        assert "tls" in m.group(0).lower() or "certificate" in m.group(0).lower(), m.group(0)
+        from test_receive import queued
+        assert not [m for m, _ in queued(smart).values() if b"relay world untrusted" in m]
+        assert queued_for(inst, "rcpt@elsewhere.test"), "kept for a retry"
+    finally:
+        inst.stop()
+
