@@ -2,6 +2,7 @@
 //! std does not offer. Each block carries a `// SAFETY:` line. Everything
 //! above this module deals in safe types (`OwnedFd`, `CString`, `Result`).
 
+pub mod dnssock;
 pub mod fdpass;
 pub mod fsync;
 pub mod ifaddrs;

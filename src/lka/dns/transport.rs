@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::conf::ResolvConf;
@@ -89,14 +89,10 @@ fn remaining(until: Instant) -> Result<Duration, TryError> {
 }
 
 fn ask_udp(server: SocketAddr, query: &Query, until: Instant) -> Result<Answer, TryError> {
-    let local: IpAddr = match server {
-        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-    };
-    let sock = UdpSocket::bind((local, 0))?;
-    // connect() makes the kernel drop datagrams from other sources and
-    // report ICMP unreachable as an error, so a dead server fails fast.
-    sock.connect(server)?;
+    // Connected: the kernel drops datagrams from other sources and
+    // reports ICMP unreachable as an error, so a dead server fails fast.
+    // (sys::dnssock: SOCK_DNS on OpenBSD, what pledge "dns" allows.)
+    let sock = crate::sys::dnssock::udp(server)?;
     sock.send(query.wire())?;
     let mut buf = vec![0u8; MAX_UDP];
     loop {
@@ -116,7 +112,7 @@ fn ask_udp(server: SocketAddr, query: &Query, until: Instant) -> Result<Answer, 
 
 /// RFC 1035 4.2.2 / RFC 7766: the same query over TCP, length-prefixed.
 fn ask_tcp(server: SocketAddr, query: &Query, until: Instant) -> Result<Answer, TryError> {
-    let mut stream = TcpStream::connect_timeout(&server, remaining(until)?)?;
+    let mut stream = crate::sys::dnssock::tcp(server, remaining(until)?)?;
     stream.set_write_timeout(Some(remaining(until)?))?;
     let len = u16::try_from(query.wire().len()).map_err(|_| TryError::Malformed)?;
     let mut out = len.to_be_bytes().to_vec();

@@ -1,0 +1,144 @@
+//! Sockets for the DNS stub resolver (lka): on OpenBSD created with
+//! `SOCK_DNS`, the only sockets pledge "dns" allows (bound to port 53
+//! traffic by the kernel); on Linux the flag does not exist and seccomp's
+//! dns set allows plain UDP and TCP sockets. One code path for both, so
+//! the Linux tests run what OpenBSD runs.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use super::cvt;
+
+#[cfg(target_os = "openbsd")]
+const SOCK_DNS: libc::c_int = libc::SOCK_DNS;
+#[cfg(not(target_os = "openbsd"))]
+const SOCK_DNS: libc::c_int = 0;
+
+fn socket(server: &SocketAddr, kind: libc::c_int) -> io::Result<OwnedFd> {
+    let family = match server {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: socket(2) takes no pointers; the result is checked, and a
+    // valid descriptor is owned by exactly one OwnedFd.
+    let fd = cvt(unsafe { libc::socket(family, kind | libc::SOCK_CLOEXEC | SOCK_DNS, 0) })?;
+    // SAFETY: fd was just returned by socket(2) and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A UDP socket connected to `server`.
+pub fn udp(server: SocketAddr) -> io::Result<UdpSocket> {
+    let sock = UdpSocket::from(socket(&server, libc::SOCK_DGRAM)?);
+    sock.connect(server)?;
+    Ok(sock)
+}
+
+/// A TCP connection to `server`, given up after `timeout`.
+pub fn tcp(server: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let stream = TcpStream::from(socket(&server, libc::SOCK_STREAM)?);
+    stream.set_nonblocking(true)?;
+    let (addr, len) = sockaddr(&server);
+    // SAFETY: addr is a valid sockaddr_storage holding `len` bytes of a
+    // sockaddr_in or sockaddr_in6, alive for the call.
+    let r = unsafe {
+        libc::connect(
+            stream.as_raw_fd(),
+            &addr as *const libc::sockaddr_storage as *const libc::sockaddr,
+            len,
+        )
+    };
+    if r == -1 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+        let mut pfd = libc::pollfd {
+            fd: stream.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: pfd is one valid pollfd, alive for the call.
+        if cvt(unsafe { libc::poll(&mut pfd, 1, ms) })? == 0 {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+    }
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all zeroes is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for
+            // sockaddr_in.
+            let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            #[cfg(target_os = "openbsd")]
+            {
+                sin.sin_len = std::mem::size_of::<libc::sockaddr_in>() as u8;
+            }
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for
+            // sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            #[cfg(target_os = "openbsd")]
+            {
+                sin6.sin6_len = std::mem::size_of::<libc::sockaddr_in6>() as u8;
+            }
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn udp_and_tcp_reach_a_local_server() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sock = udp(server.local_addr().unwrap()).unwrap();
+        sock.send(b"ping").unwrap();
+        let mut buf = [0u8; 8];
+        let (n, _) = server.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping");
+
+        let listener = std::net::TcpListener::bind("[::1]:0")
+            .or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let mut s = tcp(listener.local_addr().unwrap(), Duration::from_secs(5)).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        s.write_all(b"hi").unwrap();
+        let mut got = [0u8; 2];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hi");
+    }
+
+    #[test]
+    fn a_closed_port_is_refused() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let e = tcp(addr, Duration::from_secs(5)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+    }
+}
