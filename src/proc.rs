@@ -174,8 +174,9 @@ pub static ROLES: &[RoleSpec] = &[
         chroot: Some(EMPTY_DIR),
         unveil: &[],
         promises: &[Stdio, Inet, Recvfd],
-        why: "inet: accept(2) on the SMTP listeners the parent bound; \
-              recvfd: the message files queue creates, which it writes DATA into",
+        why: "inet: accept(2) on the SMTP listeners the parent bound, and connect(2) to \
+              the hosts it relays to; recvfd: the message files queue creates (DATA is \
+              written into them) and opens for relaying",
         opensmtpd: "stdio inet unix recvfd sendfd",
         peers: &[Role::Control, Role::Lka, Role::Queue, Role::Ca],
     },
