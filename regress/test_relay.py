@@ -306,3 +306,31 @@ def test_a_smarthost_with_an_untrusted_certificate_is_not_used(request, world, w
     finally:
         inst.stop()
 
+
+
+def test_a_silent_server_and_a_stalled_tls_handshake_time_out(world, relay, bounces):
+    """A server that never sends its banner and one that takes STARTTLS
+    and then never completes the handshake: each try ends after the
+    greeting timeout (60 s) with a TempFail and a log line, and meanwhile
+    other mail is relayed. One address each (IPv4), both at once."""
+    silent = world.hostile("h-silent.test", "silent", v6=False)
+    stall = world.hostile("h-stall.test", "tls-stall", v6=False)
+    world.mx("silent.test", ("h-silent.test", 10))
+    world.mx("stall.test", ("h-stall.test", 10))
+    sink = world.smtp_sink("mx-meanwhile.test", v6=False)
+    world.mx("meanwhile.test", ("mx-meanwhile.test", 10))
+    offset = relay.log_size()
+    start = time.monotonic()
+    send(relay, "someone@bounce.test", ["rcpt@silent.test"], message("silent"))
+    send(relay, "someone@bounce.test", ["rcpt@stall.test"], message("stall"))
+    send(relay, "sender@ours.test", ["rcpt@meanwhile.test"], message("meanwhile"))
+    relay.wait_log(r'mta delivery .* to=<rcpt@meanwhile.test> .* result="Ok"', timeout=20, since=offset)
+    assert len(for_rcpt(sink, "rcpt@meanwhile.test")) == 1
+    assert time.monotonic() - start < 30, "the stalled peers held up other mail"
+    for domain, why in (("silent.test", "timeout"), ("stall.test", "timeout")):
+        m = relay.wait_log(rf'mta delivery .* to=<rcpt@{domain}> .* result="TempFail" stat="[^"]*{why}',
+                           timeout=120, since=offset)
+        assert m
+    assert stall.wait_event(lambda e: e["ev"] == "stall")
+    assert queued_for(relay, "rcpt@silent.test") and queued_for(relay, "rcpt@stall.test")
+    assert silent.wait_event(lambda e: e["ev"] == "connect")
