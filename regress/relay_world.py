@@ -733,11 +733,12 @@ class TestCA:
         os.chmod(self.key, 0o600)
         os.chmod(self.cert, 0o644)
 
-    def issue(self, name):
+    def issue(self, name, usage="serverAuth"):
+        """usage: the extendedKeyUsage, "clientAuth" for a client's."""
         key, csr, crt = (self.dir / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
         ext = self.dir / f"{name}.ext"
         ext.write_text(f"subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\n"
-                       "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+                       f"keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage={usage}\n")
         _run(["openssl", "req", "-new", "-nodes", "-newkey", "rsa:2048", "-subj", f"/CN={name}",
               "-keyout", key, "-out", csr])
         _run(["openssl", "x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key,

@@ -334,3 +334,48 @@ def test_a_silent_server_and_a_stalled_tls_handshake_time_out(world, relay, boun
     assert stall.wait_event(lambda e: e["ev"] == "stall")
     assert queued_for(relay, "rcpt@silent.test") and queued_for(relay, "rcpt@stall.test")
     assert silent.wait_event(lambda e: e["ev"] == "connect")
+
+
+def test_a_relay_presents_its_client_certificate_signed_in_ca(request, world, workroot):
+    """`relay ... pki NAME`: the destination (our daemon, `tls-require
+    verify`) takes only certificates from its CA; the relay's key is in
+    its ca role, which signs the handshake for the dispatcher."""
+    ca = rw.TestCA(Path(workroot) / "relay-client-ca")
+    dest_host = world.host("verify-dest.test")
+    crt, key = ca.issue("verify-dest.test")
+    dest_conf = (
+        f'pki verify-dest.test cert "{crt}"\npki verify-dest.test key "{key}"\n'
+        f'ca clients cert "{ca.cert}"\n'
+        + "".join(f"listen on {a} tls-require verify pki verify-dest.test ca clients\n"
+                  for a in dest_host.addrs)
+        + 'action "keep" relay\nmatch from any for any action "keep"\n'
+    )
+    dest = Instance(os.path.join(workroot, "relay-verify-dest"), dest_conf, name="verify-dest",
+                    netns=dest_host.netns, binds=world.binds(), args=["-P", "mta"])
+    request.node._smtpd_instances.append(dest)
+    dest.start()
+    ccrt, ckey = ca.issue("client.ours4.test", usage="clientAuth")
+    conf = (
+        f'pki client cert "{ccrt}"\npki client key "{ckey}"\n'
+        f'ca testca cert "{ca.cert}"\n'
+        "listen on 127.0.0.1\n"
+        'action "out" relay host smtp+tls://verify-dest.test pki client tls ca testca\n'
+        'match from local for any action "out"\n'
+    )
+    host = world.host("ours4.test")
+    inst = Instance(os.path.join(workroot, "relay-ours-4"), conf, name="relay-client-cert",
+                    netns=host.netns, binds=world.binds(), deliver=True)
+    request.node._smtpd_instances.append(inst)
+    inst.start()
+    try:
+        from test_receive import queued
+        data = message("clientcert")
+        send(inst, "sender@ours4.test", ["rcpt@anywhere.test"], data)
+        wait_delivery(inst, "rcpt@anywhere.test")
+        msgs = [m for m, _ in queued(dest).values() if b"relay world clientcert" in m]
+        assert len(msgs) == 1
+        # The destination verified the certificate: its Received says YES.
+        assert re.search(rb"\(TLSv1\.[23]:[A-Z0-9_]+:\d+:YES\)", msgs[0]), msgs[0][:600]
+    finally:
+        inst.stop()
+        dest.stop()

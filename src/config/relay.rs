@@ -65,6 +65,8 @@ pub struct RelayView {
     pub auth: Option<RelayAuth>,
     /// `mail-from`: the envelope sender to use instead of the message's.
     pub mail_from: Option<String>,
+    /// `pki`: the client certificate to present (its key stays in ca).
+    pub pki: Option<String>,
 }
 
 /// Every relay action of `cfg`, with the files they name read.
@@ -141,6 +143,7 @@ fn view(
         ca_pem,
         auth,
         mail_from: o.mail_from.clone(),
+        pki: o.pki.clone(),
     })
 }
 

@@ -173,6 +173,7 @@ impl Dispatcher {
                 return match f.decode::<DispatcherCa>()? {
                     DispatcherCa::Keys { keys } if self.tls.is_none() => {
                         self.tls = Some(tls_configs(self.view, &keys, &self.ca)?);
+                        self.mta.set_ca(keys, self.ca.clone());
                         Ok(())
                     }
                     other => Err(msg::unexpected(Role::Ca, &other)),

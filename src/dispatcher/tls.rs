@@ -143,35 +143,7 @@ pub fn server_config(
 ) -> Result<Arc<ServerConfig>, String> {
     let mut keys = Vec::new();
     for pki in pkis {
-        let pem = certs
-            .iter()
-            .find(|(n, _)| n == pki)
-            .map(|(_, p)| p)
-            .ok_or(format!("pki {pki}: no certificate"))?;
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("pki {pki}: certificate: {e}"))?;
-        if chain.is_empty() {
-            return Err(format!("pki {pki}: no certificate in file"));
-        }
-        let info = infos
-            .iter()
-            .find(|i| &i.pki == pki)
-            .ok_or(format!("pki {pki}: ca holds no key"))?;
-        let key = RemoteKey {
-            pki: pki.clone(),
-            algorithm: SignatureAlgorithm::from(info.algorithm),
-            schemes: info
-                .schemes
-                .iter()
-                .map(|s| SignatureScheme::from(*s))
-                .collect(),
-            ca: ca.clone(),
-        };
-        keys.push((
-            pki.clone(),
-            Arc::new(CertifiedKey::new(chain, Arc::new(key))),
-        ));
+        keys.push((pki.clone(), certified_key(pki, certs, infos, ca)?));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -184,6 +156,41 @@ pub fn server_config(
     Ok(Arc::new(
         builder.with_cert_resolver(Arc::new(BySni { keys })),
     ))
+}
+
+/// The certificate chain of `pki` (from the view) with its key in ca.
+pub fn certified_key(
+    pki: &str,
+    certs: &[(String, Vec<u8>)],
+    infos: &[KeyInfo],
+    ca: &Arc<CaClient>,
+) -> Result<Arc<CertifiedKey>, String> {
+    let pem = certs
+        .iter()
+        .find(|(n, _)| n == pki)
+        .map(|(_, p)| p)
+        .ok_or(format!("pki {pki}: no certificate"))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("pki {pki}: certificate: {e}"))?;
+    if chain.is_empty() {
+        return Err(format!("pki {pki}: no certificate in file"));
+    }
+    let info = infos
+        .iter()
+        .find(|i| i.pki == pki)
+        .ok_or(format!("pki {pki}: ca holds no key"))?;
+    let key = RemoteKey {
+        pki: pki.to_string(),
+        algorithm: SignatureAlgorithm::from(info.algorithm),
+        schemes: info
+            .schemes
+            .iter()
+            .map(|s| SignatureScheme::from(*s))
+            .collect(),
+        ca: ca.clone(),
+    };
+    Ok(Arc::new(CertifiedKey::new(chain, Arc::new(key))))
 }
 
 /// `verify`: a client must present a certificate that chains to one of

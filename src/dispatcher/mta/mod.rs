@@ -28,12 +28,14 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 
+use super::tls::CaClient;
 use crate::config::relay::{RelayTls, RelayView};
 use crate::config::view::DispatcherView;
 use crate::delivery::Outcome;
 use crate::event::Loop;
 use crate::ipc::msg::{
-    LkaDispatcher, QueueDispatcher, RelayEnvelope, RouteAnswer, MAX_ROUTE_ADDRS, MAX_ROUTE_HOSTS,
+    KeyInfo, LkaDispatcher, QueueDispatcher, RelayEnvelope, RouteAnswer, MAX_ROUTE_ADDRS,
+    MAX_ROUTE_HOSTS,
 };
 use crate::smtp::address::{parse_path, Domain, Mailbox};
 use crate::smtp::client::{self, Credentials, Password, TlsPolicy};
@@ -176,6 +178,8 @@ pub struct Mta {
     conns: HashMap<Token, MtaConn>,
     /// Client TLS configs by relay action, made on first use.
     tls: HashMap<String, Arc<rustls::ClientConfig>>,
+    /// The keys ca holds, and the way to it: for relays with a `pki`.
+    ca: Option<(Vec<KeyInfo>, Arc<CaClient>)>,
     next_token: usize,
     next_id: u64,
 }
@@ -188,9 +192,15 @@ impl Mta {
             lookups: HashMap::new(),
             conns: HashMap::new(),
             tls: HashMap::new(),
+            ca: None,
             next_token: TOKEN_BASE,
             next_id: id_seed,
         }
+    }
+
+    /// ca said which keys it holds: client certificates can be made.
+    pub fn set_ca(&mut self, keys: Vec<KeyInfo>, ca: Arc<CaClient>) {
+        self.ca = Some((keys, ca));
     }
 
     pub fn owns(&self, token: Token) -> bool {
@@ -445,7 +455,16 @@ impl Mta {
                 Some(c) => c.clone(),
                 None => {
                     let roots = relay.ca_pem.as_deref().unwrap_or(&self.view.roots_pem);
-                    let c = tls::client_config(verify, roots)?;
+                    let cert = match &relay.pki {
+                        None => None,
+                        Some(pki) => {
+                            let (keys, ca) =
+                                self.ca.as_ref().ok_or("ca has not sent its keys yet")?;
+                            let certs = super::tls::cert_pems(&self.view.certs);
+                            Some(super::tls::certified_key(pki, &certs, keys, ca)?)
+                        }
+                    };
+                    let c = tls::client_config(verify, roots, cert)?;
                     self.tls.insert(relay.action.clone(), c.clone());
                     c
                 }

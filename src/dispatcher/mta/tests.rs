@@ -38,6 +38,7 @@ fn view(port: u16) -> &'static DispatcherView {
             ca_pem: None,
             auth: None,
             mail_from: None,
+            pki: None,
         }],
         roots_pem: Vec::new(),
     }))

@@ -13,15 +13,21 @@
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
 /// A client config that verifies against the certificates in `roots_pem`
-/// (`verify`), or one that takes any certificate.
-pub fn client_config(verify: bool, roots_pem: &[u8]) -> Result<Arc<ClientConfig>, String> {
+/// (`verify`), or one that takes any certificate; presenting `cert` (a
+/// relay's `pki`, signed by ca) when the server asks for one.
+pub fn client_config(
+    verify: bool,
+    roots_pem: &[u8],
+    cert: Option<Arc<CertifiedKey>>,
+) -> Result<Arc<ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -42,12 +48,31 @@ pub fn client_config(verify: bool, roots_pem: &[u8]) -> Result<Arc<ClientConfig>
     } else {
         Arc::new(AnyCertificate(provider))
     };
-    Ok(Arc::new(
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth(),
-    ))
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    Ok(Arc::new(match cert {
+        None => builder.with_no_client_auth(),
+        Some(c) => builder.with_client_cert_resolver(Arc::new(ClientCert(c))),
+    }))
+}
+
+/// The one certificate a relay presents.
+#[derive(Debug)]
+struct ClientCert(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for ClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// The name to send as SNI and verify: the host name, or its address.
