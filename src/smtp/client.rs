@@ -88,6 +88,9 @@ pub struct Config {
     pub tls_active: bool,
     /// Authenticate with these, after TLS.
     pub auth: Option<Credentials>,
+    /// Speak LMTP (RFC 2033): LHLO, and one reply per accepted recipient
+    /// after the message.
+    pub lmtp: bool,
 }
 
 impl Config {
@@ -98,6 +101,7 @@ impl Config {
             tls: TlsPolicy::Opportunistic,
             tls_active: false,
             auth: None,
+            lmtp: false,
         }
     }
 }

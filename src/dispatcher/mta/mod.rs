@@ -431,9 +431,6 @@ impl Mta {
 
     /// The engine settings and TLS config for a connection of `relay`.
     fn setup(&mut self, relay: &RelayView) -> Result<Setup, String> {
-        if relay.host.as_ref().is_some_and(|h| h.lmtp) {
-            return Err("lmtp:// relays are not supported yet".into());
-        }
         let mut engine =
             client::Config::new(relay.helo.as_deref().unwrap_or(&self.view.common.hostname));
         let (policy, verify, smtps) = match relay.tls {
@@ -442,6 +439,7 @@ impl Mta {
             RelayTls::Smtps { verify } => (TlsPolicy::Never, verify, true),
             RelayTls::Never => (TlsPolicy::Never, false, false),
         };
+        engine.lmtp = relay.host.as_ref().is_some_and(|h| h.lmtp);
         engine.tls = policy;
         engine.tls_active = smtps;
         engine.auth = relay.auth.as_ref().map(|a| Credentials {

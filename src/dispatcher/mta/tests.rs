@@ -15,6 +15,10 @@ use crate::config::view::{Common, DispatcherView};
 use crate::ipc::msg::RouteHost;
 
 fn view(port: u16) -> &'static DispatcherView {
+    view_with(port, false)
+}
+
+fn view_with(port: u16, lmtp: bool) -> &'static DispatcherView {
     Box::leak(Box::new(DispatcherView {
         common: Common {
             hostname: "relay.test".into(),
@@ -30,7 +34,7 @@ fn view(port: u16) -> &'static DispatcherView {
             host: Some(RelayHost {
                 host: "mx.test".into(),
                 port,
-                lmtp: false,
+                lmtp,
             }),
             backup: None,
             helo: None,
@@ -471,4 +475,49 @@ fn a_server_that_closes_at_the_banner_leaves_the_envelope_for_later() {
     );
     // The connection attempt must not have connected to anything else.
     let _ = TcpStream::connect(("127.0.0.1", port));
+}
+
+#[test]
+fn lmtp_relays_get_one_final_reply_per_recipient() {
+    let (l, port) = local();
+    let seen = serve(l, |cmd| {
+        Some(match cmd {
+            c if c.starts_with("LHLO") => "250-lmtp.test\r\n250 PIPELINING\r\n".into(),
+            c if c.starts_with("EHLO") => "500 this is LMTP\r\n".into(),
+            // bob is taken, nobody refused for good, later for now.
+            "." => "250 2.0.0 bob ok\r\n550 5.1.1 nobody\r\n452 4.2.2 later\r\n".into(),
+            c => good(c)?,
+        })
+    });
+    let mut lp = Loop::new().unwrap();
+    let mut mta = Mta::new(view_with(port, true), 1);
+    let mut req = 0;
+    let mut out = Vec::new();
+    for (id, who) in [(1, "bob"), (2, "nobody"), (3, "later")] {
+        let env = envelope(0x8888_0000_0000 | id, &format!("{who}@there.test"));
+        out.extend(mta.relay(&lp, env, message(b"x\r\n"), &mut req));
+    }
+    let results = run(
+        &mut mta,
+        &mut lp,
+        out,
+        vec!["127.0.0.1".parse().unwrap()],
+        3,
+    );
+    assert_eq!(
+        results,
+        vec![
+            (0x8888_0000_0001, Outcome::Delivered),
+            (
+                0x8888_0000_0002,
+                Outcome::PermFail("550 5.1.1 nobody".into())
+            ),
+            (
+                0x8888_0000_0003,
+                Outcome::TempFail("452 4.2.2 later".into())
+            ),
+        ]
+    );
+    let seen = seen.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(seen.commands[0].starts_with("LHLO "), "{:?}", seen.commands);
 }

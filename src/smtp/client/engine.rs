@@ -36,6 +36,8 @@ enum Expect {
     Data,
     /// The final reply, after the body and its dot.
     Dot,
+    /// LMTP: the final reply for the recipient at this index.
+    LmtpDot(usize),
     Quit,
 }
 
@@ -168,7 +170,13 @@ impl Client {
     pub fn body_done(&mut self) -> Vec<Event> {
         if let Some(tx) = self.tx.as_mut().filter(|t| t.in_body) {
             tx.in_body = false;
-            self.expect.push_back(Expect::Dot);
+            if self.cfg.lmtp {
+                // RFC 2033 4.2: one reply per recipient RCPT accepted.
+                self.expect
+                    .extend(tx.accepted_indexes().map(Expect::LmtpDot));
+            } else {
+                self.expect.push_back(Expect::Dot);
+            }
         }
         Vec::new()
     }
@@ -228,7 +236,8 @@ impl Client {
     }
 
     fn send_ehlo(&mut self, ev: &mut Vec<Event>) {
-        let line = format!("EHLO {}\r\n", self.cfg.helo).into_bytes();
+        let verb = if self.cfg.lmtp { "LHLO" } else { "EHLO" };
+        let line = format!("{verb} {}\r\n", self.cfg.helo).into_bytes();
         self.send(line, Expect::Ehlo, ev);
     }
 
@@ -251,7 +260,8 @@ impl Client {
                 self.caps = Capabilities::from_ehlo(&r);
                 self.greeted(ev);
             }
-            Expect::Ehlo if r.is_permanent() => {
+            // LMTP has no HELO to fall back to.
+            Expect::Ehlo if r.is_permanent() && !self.cfg.lmtp => {
                 let line = format!("HELO {}\r\n", self.cfg.helo).into_bytes();
                 self.send(line, Expect::Helo, ev);
             }
@@ -293,7 +303,7 @@ impl Client {
             }
             Expect::Rset if r.is_positive() => self.tx_next(ev),
             Expect::Rset => self.fail(&format!("RSET: {r}"), Some(r), true, ev),
-            Expect::Mail | Expect::Rcpt(_) | Expect::Data | Expect::Dot => {
+            Expect::Mail | Expect::Rcpt(_) | Expect::Data | Expect::Dot | Expect::LmtpDot(_) => {
                 self.tx_reply(exp, r, ev)
             }
             Expect::Quit => unreachable!("handled above"),

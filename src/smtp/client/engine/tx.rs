@@ -7,7 +7,8 @@
 //! was accepted. A refused MAIL gives its reply to every recipient (the
 //! replies to the pipelined RCPTs after it mean nothing). A 354 with no
 //! recipient accepted (only possible when pipelining) is answered with an
-//! empty body, as RFC 2920 3.1 says.
+//! empty body, as RFC 2920 3.1 says. In LMTP each accepted recipient
+//! gets its own reply after the dot (RFC 2033 4.2).
 
 #![forbid(unsafe_code)]
 
@@ -50,6 +51,15 @@ impl Tx {
 
     fn any_accepted(&self) -> bool {
         self.accepted.iter().any(|&a| a)
+    }
+
+    /// The recipients whose RCPT was accepted, in order.
+    pub(super) fn accepted_indexes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.accepted
+            .iter()
+            .enumerate()
+            .filter(|(_, &a)| a)
+            .map(|(i, _)| i)
     }
 
     /// Give `r` to every recipient still without an answer (after a
@@ -208,6 +218,13 @@ impl Client {
             Expect::Data | Expect::Dot => {
                 tx.settle(&r, true);
                 return self.tx_finish(ev);
+            }
+            Expect::LmtpDot(i) => {
+                tx.outcomes[i] = Some(outcome(&r));
+                if !self.expect.iter().any(|e| matches!(e, Expect::LmtpDot(_))) {
+                    return self.tx_finish(ev);
+                }
+                return;
             }
             _ => unreachable!("not a transaction reply"),
         }
