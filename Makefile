@@ -43,17 +43,19 @@ SMTPD_FLAGS ?=
 # unshare, mount, pytest, swaks), Debian's OpenSMTPD as the reference the
 # differential tests and benchmarks compare against, a C toolchain for
 # linking, dnsmasq (the DNS tests' and relay tests' resolver), openssl (test
-# CAs and certificates) and the shared libraries of Postfix's smtp-sink,
-# which the setup script unpacks without installing postfix; mandoc lints
+# CAs and certificates) and the shared libraries of Postfix's smtp-sink and
+# of its daemons (libsasl2-2 for its smtpd; bench/relay.py runs Postfix as
+# a relaying MTA), which the setup script unpacks without installing
+# postfix; mandoc lints
 # and renders man/, mksh (ksh) runs the rc.d script, systemd has
 # systemd-analyze for the unit, and bmake (BSD make) checks that
 # `make install` works there.
 SETUP_PACKAGES ?=	procps iproute2 util-linux mount python3 python3-pytest \
 			swaks opensmtpd gcc libc6-dev dnsmasq-base openssl \
-			libdb5.3 libicu72 libnsl2 mandoc mksh systemd bmake
+			libdb5.3 libicu72 libnsl2 libsasl2-2 mandoc mksh systemd bmake
 
 BENCH_SCRIPTS ?=	bench/startup.py bench/config_speed.py bench/receive.py \
-			bench/deliver.py
+			bench/deliver.py bench/relay.py
 BENCH_RUNS ?=		5
 
 FUZZ_TARGETS ?=		ipc_frame config_parse smtp_server spool_envelope

@@ -89,12 +89,12 @@ import subprocess
 import sys
 import time
 
-from nslib import (BANNER_TIMEOUT, check_root, log, log_tail, opensmtpd_version,
+from nslib import (BANNER_TIMEOUT, log, log_tail, opensmtpd_version,
                    run_inner, setup_namespace, start_daemon, stop, wait_banner)
-from receive import (CLK_TCK, SETTLE, Image, Load, Profiler, Sampler, Scratch, Shared,
-                     collect, count_queue, cpu_snapshot, fs_of, fsync_run, has_journal,
-                     in_child, make_message, postfix_note, print_cpu_by_process,
-                     print_profiles)
+from receive import (CLK_TCK, SETTLE, Load, Profiler, Sampler, Scratch, Shared, check_args,
+                     collect, count_queue, cpu_snapshot, fs_of, fsync_run, in_child,
+                     load_arguments, make_message, open_image, postfix_note,
+                     print_cpu_by_process, print_profiles, run_rounds, run_spec)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -156,10 +156,11 @@ def wait_delivered(spec, daemon, new, deadline):
     return n, None
 
 
-def wait_queue_empty(daemon, deadline):
-    """Monotonic time at which /var/spool/smtpd/queue held nothing, or None."""
+def wait_queue_empty(daemon, deadline, queued):
+    """Monotonic time at which queued() (messages, envelopes) was (0, 0), or
+    None."""
     while time.monotonic() < deadline:
-        if count_queue("/var/spool/smtpd") == (0, 0):
+        if queued() == (0, 0):
             return time.monotonic()
         if daemon.poll() is not None:
             break
@@ -169,7 +170,6 @@ def wait_queue_empty(daemon, deadline):
 
 def check_maildir(spec, home, tag, uid):
     """Problems with the delivered files, and how many were right."""
-    want, size = spec["messages"], spec["size"]
     md = f"{home}/Maildir"
     bad = []
     for sub in ("tmp", "cur"):
@@ -179,21 +179,34 @@ def check_maildir(spec, home, tag, uid):
             left = []
         if left:
             bad.append(f"{len(left)} files in Maildir/{sub}")
-    seen = {}
-    wrong_owner, malformed, good = 0, [], 0
-    prefix = f"Subject: {SUBJECT} {tag} ".encode()
     try:
         names = os.listdir(f"{md}/new")
     except FileNotFoundError:
         names = []
+    copies, wrong_owner = [], 0
     for name in names:
         path = f"{md}/new/{name}"
-        st = os.stat(path)
-        if st.st_uid != uid:
+        if os.stat(path).st_uid != uid:
             wrong_owner += 1
         with open(path, "rb") as f:
-            data = f.read()
-        # The token: the Subject line of the message as sent.
+            copies.append((name, f.read()))
+    if wrong_owner:
+        bad.append(f"{wrong_owner} files in Maildir/new not owned by the user")
+    more, good = check_copies(copies, spec, tag, SENDER, SUBJECT, "files in Maildir/new")
+    return bad + more, good
+
+
+def check_copies(copies, spec, tag, sender, subject, what):
+    """Problems with the copies of the load's messages that arrived ((name,
+    bytes) pairs): each must hold exactly one message's token (its Subject
+    line as sent) and end in that message as sent (the daemons add headers
+    above it; line ends compared as LF), no token twice, none missing; and
+    how many were right (shared with relay.py)."""
+    want, size = spec["messages"], spec["size"]
+    seen = {}
+    malformed, good = [], 0
+    prefix = f"Subject: {subject} {tag} ".encode()
+    for name, data in copies:
         hits = [line for line in data.split(b"\n") if line.startswith(prefix)]
         idx = hits[0][len(prefix):].strip() if len(hits) == 1 else b""
         if not idx.isdigit():
@@ -201,21 +214,20 @@ def check_maildir(spec, home, tag, uid):
             continue
         i = int(idx)
         seen.setdefault(i, []).append(name)
-        sent = make_message(size, tag, i, SENDER, spec["recipient"], SUBJECT)
+        sent = make_message(size, tag, i, sender, spec["recipient"], subject)
         if not data.replace(b"\r\n", b"\n").endswith(sent.replace(b"\r\n", b"\n")):
             malformed.append(f"{name}: message {i} differs from what was sent")
             continue
         good += 1
     dups = {i: v for i, v in seen.items() if len(v) > 1}
     missing = [i for i in range(want) if i not in seen]
-    if len(names) != want:
-        bad.append(f"{len(names)} files in Maildir/new, {want} expected")
-    if wrong_owner:
-        bad.append(f"{wrong_owner} files in Maildir/new not owned by the user")
+    bad = []
+    if len(copies) != want:
+        bad.append(f"{len(copies)} {what}, {want} expected")
     if malformed:
-        bad.append(f"{len(malformed)} files malformed, e.g. {malformed[:3]}")
+        bad.append(f"{len(malformed)} {what} malformed, e.g. {malformed[:3]}")
     if dups:
-        bad.append(f"{len(dups)} messages delivered more than once, e.g. "
+        bad.append(f"{len(dups)} messages arrived more than once, e.g. "
                    f"{list(dups.items())[:2]}")
     if missing:
         bad.append(f"{len(missing)} messages missing, e.g. {missing[:5]}")
@@ -223,10 +235,22 @@ def check_maildir(spec, home, tag, uid):
 
 
 def measure(spec, daemon, home):
+    new = f"{home}/Maildir/new"
+    return measure_e2e(
+        spec, daemon, SENDER, SUBJECT,
+        arrived=lambda deadline: wait_delivered(spec, daemon, new, deadline),
+        queued=lambda: count_queue("/var/spool/smtpd"),
+        check=lambda tag: check_maildir(spec, home, tag, spec["uid"]))
+
+
+def measure_e2e(spec, daemon, sender, subject, arrived, queued, check):
+    """The load, end to end (shared with relay.py): arrived(deadline) waits
+    until every message has arrived, giving (how many, monotonic time of
+    the last one or None); queued() is (messages, envelopes) in the
+    daemon's queue; check(tag) is (problems, messages right)."""
     shared = Shared()
     tag = f"{spec['label']}{os.getpid()}"
-    new = f"{home}/Maildir/new"
-    load_spec = dict(spec, sender=SENDER, subject=SUBJECT)
+    load_spec = dict(spec, sender=sender, subject=subject)
     load_pid, load_go, load_res = in_child(lambda: TimedLoad(load_spec, shared, tag).run())
     exclude = {os.getpid(), load_pid}
 
@@ -241,8 +265,8 @@ def measure(spec, daemon, home):
     os.write(load_go, b"g")
     os.close(load_go)
     load = collect(load_pid, load_res)
-    files, t_last_file = wait_delivered(spec, daemon, new, deadline)
-    t_empty = wait_queue_empty(daemon, deadline) if t_last_file else None
+    files, t_last_file = arrived(deadline)
+    t_empty = wait_queue_empty(daemon, deadline, queued) if t_last_file else None
     if profiler:
         profiler.halt.set()
         profiler.join()
@@ -257,8 +281,8 @@ def measure(spec, daemon, home):
         per_proc.append({"pid": pid, "title": title, "cpu_s": (ticks - base) / CLK_TCK})
     gone = [{"pid": pid, "title": t} for pid, (_, t) in before.items() if pid not in after]
     cpu = (sum(t for t, _ in after.values()) - sum(t for t, _ in before.values())) / CLK_TCK
-    messages, envelopes = count_queue("/var/spool/smtpd")
-    problems, good = check_maildir(spec, home, tag, spec["uid"])
+    messages, envelopes = queued()
+    problems, good = check(tag)
     t_first = load.get("t_first_abs")
     return {
         "load": load,
@@ -353,26 +377,10 @@ def inner(spec):
 
 def one_run(name, binary, daemon_args, label, args, image, user):
     with Scratch(args, image, CONF) as sc:
-        spec = {
-            "tmp": sc.tmp,
-            "device": sc.device,
-            "binary": binary,
-            "daemon_args": daemon_args,
-            "keep_resolver": args.keep_resolver,
-            "label": label,
-            "messages": args.messages,
-            "sessions": args.sessions,
-            "size": args.size,
-            "per_connection": args.per_connection,
-            "timeout": args.timeout,
-            "poll": args.poll,
-            "profile": args.profile,
-            "logs": args.logs,
-            "user": user.pw_name,
-            "uid": user.pw_uid,
-            "gid": user.pw_gid,
-            "recipient": f"{user.pw_name}@{DOMAIN}",
-        }
+        spec = run_spec(args, sc, label, binary=binary, daemon_args=daemon_args,
+                        keep_resolver=args.keep_resolver, poll=args.poll, logs=args.logs,
+                        user=user.pw_name, uid=user.pw_uid, gid=user.pw_gid,
+                        recipient=f"{user.pw_name}@{DOMAIN}")
         return run_inner(__file__, spec, BANNER_TIMEOUT + 2 * args.timeout + 60, name)
 
 
@@ -393,8 +401,8 @@ def figures(r, messages):
     }
 
 
-def check_run(name, r, messages):
-    """Problems with one run, as strings."""
+def check_run(name, r, messages, where="files in Maildir/new"):
+    """Problems with one run, as strings (shared with relay.py)."""
     bad = []
     if "error" in r:
         bad.append(r["error"])
@@ -408,7 +416,7 @@ def check_run(name, r, messages):
     if "files" not in r:
         return bad
     if r["timed_out"]:
-        bad.append(f"only {r['files']} of {messages} files in Maildir/new before the timeout")
+        bad.append(f"only {r['files']} of {messages} {where} before the timeout")
     elif r.get("queue_empty_s") is None:
         bad.append(f"queue not empty before the timeout ({r['queued_messages']} messages, "
                    f"{r['queued_envelopes']} envelopes left)")
@@ -499,39 +507,19 @@ def report(args, daemons, results, fsync):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--messages", type=int, default=5000, help="messages of the load")
-    ap.add_argument("--sessions", type=int, default=20, help="concurrent load sessions")
-    ap.add_argument("--size", type=int, default=4096, help="message size in bytes")
-    ap.add_argument("--per-connection", type=int, default=100,
-                    help="messages per connection before QUIT and reconnect")
-    ap.add_argument("--runs", type=int, default=1, help="runs per daemon (median shown)")
-    ap.add_argument("--timeout", type=float, default=300.0,
-                    help="seconds a run (load and deliveries) may take before it is abandoned")
+    load_arguments(ap, timeout=300.0)
     ap.add_argument("--poll", type=float, default=0.05,
                     help="seconds between counts of Maildir/new")
     ap.add_argument("--user", default="smtpdrs-bench",
                     help="the local user the mail is for (created if missing)")
-    ap.add_argument("--fs", choices=("image", "dir"), default="image",
-                    help="image: each run's spool and home on one fresh ext4 on a loop "
-                    "device (default); dir: plain directories in --dir")
-    ap.add_argument("--dir", default="/var/tmp",
-                    help="where the file system images (or the directories) and the "
-                    "fsync test go")
     ap.add_argument("--fsync-seconds", type=float, default=3.0,
                     help="seconds per fsync test (0: skip)")
-    ap.add_argument("--ours", default=os.path.join(REPO, "target/release/smtpd"))
-    ap.add_argument("--opensmtpd", default="/usr/sbin/smtpd")
     ap.add_argument("--keep-resolver", action="store_true",
                     help="leave /etc/hosts and /etc/resolv.conf as they are")
     ap.add_argument("--verbose", action="store_true",
                     help="start the daemons with -v (their logs are shown on failure)")
     ap.add_argument("--logs", help="keep each run's daemon log in this directory, "
                     "as LABEL.log (LABEL: r<run>d<daemon>, d0 is smtpd-rs)")
-    ap.add_argument("--profile", action="store_true",
-                    help="sample each daemon process's state every ~1 ms during the "
-                    "run (costs some CPU) and print where each spends its time")
-    ap.add_argument("--json", help="also write the raw results to this file")
-    ap.add_argument("--inner", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.probe = 0  # receive.py's Image sizes itself with it
 
@@ -540,28 +528,13 @@ def main():
         inner(json.loads(args.inner))
         return 0
 
-    err = check_root("deliver")
-    if err:
-        log(err)
-        return 1
-    if args.size < 256 or args.messages < 1 or args.sessions < 1 or args.per_connection < 1:
-        log("deliver: --size must be at least 256, the counts at least 1")
+    if not check_args("deliver", args):
         return 1
     try:
         user = ensure_user(args.user)
     except (OSError, subprocess.CalledProcessError) as e:
         log(f"deliver: cannot create the user {args.user}: {e}")
         return 1
-    if args.fs == "image":
-        missing = [t for t in ("losetup", "mkfs.ext4") if not shutil.which(t)]
-        if missing:
-            log(f"deliver: {' and '.join(missing)} not found: spool and home go in "
-                f"{args.dir} itself (--fs dir)")
-            args.fs = "dir"
-    if args.fs == "dir" and has_journal(args.dir) is False:
-        log(f"deliver: warning: {args.dir} is on an ext4 without a journal (see "
-            "receive.py's --fs)")
-
     if args.logs:
         args.logs = os.path.abspath(args.logs)
         os.makedirs(args.logs, exist_ok=True)
@@ -591,38 +564,22 @@ def main():
             fsync[f"{w} {when}"] = r[f"{w}"]
             log(f"deliver: fsync {when} the daemons, {w} writer(s): {r[f'{w}']:,.0f}/s")
 
-    results = {name: [] for name, _, _ in daemons}
-    failed = set()
     image = None
     try:
-        if args.fs == "image":
-            try:
-                image = Image(args)
-                args.image_mib = image.mib
-            except (OSError, subprocess.CalledProcessError) as e:
-                log(f"deliver: no loop device ({e}): spool and home go in {args.dir} "
-                    "itself (--fs dir)")
-                args.fs = "dir"
+        image = open_image("deliver", args)
         fsync_test("before")
-        for i in range(args.runs):
-            for k, (name, binary, extra) in enumerate(daemons):
-                if name in failed:
-                    continue
-                r = one_run(name, binary, extra, f"r{i}d{k}", args, image, user)
-                bad = check_run(name, r, args.messages)
-                if bad:
-                    for b in bad:
-                        log(f"deliver: {name}: {b}")
-                    if r.get("log"):
-                        log(f"--- {name} log (tail)\n{r['log']}---")
-                    failed.add(name)
-                    continue
-                results[name].append(r)
-                f = figures(r, args.messages)
-                log(f"deliver: {name} run {i + 1}: {f['rate']:,.0f} msg/s end to end, "
-                    f"{f['cpu_per_k']:.2f} CPU s/1000, peak PSS {f['pss']:.1f} MiB, "
-                    f"accepted {f['accept_rate']:,.0f}/s, last file {f['lag']:.2f} s "
-                    f"after the last 250, {f['good']}/{args.messages} files right")
+
+        def summary(r):
+            f = figures(r, args.messages)
+            return (f"{f['rate']:,.0f} msg/s end to end, {f['cpu_per_k']:.2f} CPU s/1000, "
+                    f"peak PSS {f['pss']:.1f} MiB, accepted {f['accept_rate']:,.0f}/s, last "
+                    f"file {f['lag']:.2f} s after the last 250, {f['good']}/{args.messages} "
+                    "files right")
+
+        results, failed = run_rounds(
+            "deliver", daemons, args,
+            lambda i, k, d: one_run(d[0], d[1], d[2], f"r{i}d{k}", args, image, user),
+            lambda name, r: check_run(name, r, args.messages), summary)
         fsync_test("after")
     finally:
         if image:

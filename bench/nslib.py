@@ -83,14 +83,15 @@ def proc_title(pid):
 # ---------------------------------------------------------------- inside
 
 
-def wait_banner(daemon, port=PORT, timeout=BANNER_TIMEOUT):
-    """Monotonic time at which a "220 " line was read, or an error string."""
+def wait_banner(daemon, port=PORT, timeout=BANNER_TIMEOUT, host="127.0.0.1"):
+    """Monotonic time at which a "220 " line was read from host:port, or an
+    error string."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if daemon.poll() is not None:
             return f"daemon exited with status {daemon.returncode} before its banner"
         try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=1)
+            s = socket.create_connection((host, port), timeout=1)
         except (ConnectionRefusedError, socket.timeout):
             time.sleep(0.001)
             continue

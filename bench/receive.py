@@ -311,7 +311,7 @@ class Session:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.setblocking(False)
-        self.sock.connect_ex(("127.0.0.1", PORT))
+        self.sock.connect_ex((g.addr, PORT))
         g.connects += 1
         if g.t_first is None:
             g.t_first = time.monotonic()
@@ -423,6 +423,8 @@ class Load:
         self.sender = args.get("sender", SENDER)
         self.recipient = args.get("recipient", RECIPIENT)
         self.subject = args.get("subject", "receive benchmark")
+        # Where the daemon listens (relay.py: its address on a private LAN).
+        self.addr = args.get("addr", "127.0.0.1")
         self.deadline = time.monotonic() + args["timeout"]
         self.shared = shared
         self.tag = tag
@@ -889,23 +891,18 @@ class Scratch:
         cls.left = []
 
 
+def run_spec(args, sc, label, **extra):
+    """What the inner side of a run is told: the options every load
+    benchmark shares, and `extra` (shared with deliver.py and relay.py)."""
+    return dict(tmp=sc.tmp, device=sc.device, label=label, messages=args.messages,
+                sessions=args.sessions, size=args.size, per_connection=args.per_connection,
+                timeout=args.timeout, profile=args.profile, **extra)
+
+
 def one_run(name, binary, daemon_args, label, args, image):
     with Scratch(args, image) as sc:
-        spec = {
-            "tmp": sc.tmp,
-            "device": sc.device,
-            "binary": binary,
-            "daemon_args": daemon_args,
-            "keep_resolver": args.keep_resolver,
-            "label": label,
-            "messages": args.messages,
-            "sessions": args.sessions,
-            "size": args.size,
-            "probe": args.probe,
-            "per_connection": args.per_connection,
-            "timeout": args.timeout,
-            "profile": args.profile,
-        }
+        spec = run_spec(args, sc, label, binary=binary, daemon_args=daemon_args,
+                        keep_resolver=args.keep_resolver, probe=args.probe)
         return run_inner(__file__, spec, BANNER_TIMEOUT + 2 * args.timeout + 60, name)
 
 
@@ -1054,15 +1051,20 @@ def report(args, daemons, results, fsync):
     return med
 
 
-def print_cpu_by_process(names, results):
-    """Each daemon's CPU seconds by process title, from its last run (shared
-    with deliver.py)."""
+def smtpd_role(name, title):
+    """The role an smtpd process's title names ("smtpd: queue"), else "parent"."""
+    return title if title.startswith("smtpd:") else "parent"
+
+
+def print_cpu_by_process(names, results, role=smtpd_role):
+    """Each daemon's CPU seconds by process, grouped by role(name, title),
+    from its last run (shared with deliver.py and relay.py)."""
     print("CPU seconds by process (last run; titles as the daemons set them):")
     for n in names:
         r = results[n][-1]
         by = {}
         for p in r["per_proc"]:
-            t = p["title"] if p["title"].startswith("smtpd:") else "parent"
+            t = role(n, p["title"])
             by[t] = by.get(t, 0.0) + p["cpu_s"]
         parts = sorted(by.items(), key=lambda kv: -kv[1])
         print(f"  {n}: " + ", ".join(f"{t} {c:.2f}" for t, c in parts)
@@ -1084,33 +1086,110 @@ def print_profiles(names, results):
                 f"{k} {v * 100:.0f}%" for k, v in busy.items()))
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def check_args(prog, args):
+    """Whether the runs may go ahead (else the reason is logged): root, sane
+    counts, and the tools --fs image needs (without them: --fs dir, with a
+    warning where that is an ext4 without a journal). Shared with
+    deliver.py and relay.py."""
+    err = check_root(prog)
+    if err:
+        log(err)
+        return False
+    if args.size < 256 or args.messages < 1 or args.sessions < 1 or args.per_connection < 1:
+        log(f"{prog}: --size must be at least 256, the counts at least 1")
+        return False
+    if args.fs == "image":
+        missing = [t for t in ("losetup", "mkfs.ext4") if not shutil.which(t)]
+        if missing:
+            log(f"{prog}: {' and '.join(missing)} not found: the runs' files go in "
+                f"{args.dir} itself (--fs dir)")
+            args.fs = "dir"
+    if args.fs == "dir" and has_journal(args.dir) is False:
+        log(f"{prog}: warning: {args.dir} is on an ext4 without a journal: there the "
+            "inode allocator skips inodes freed in the last minutes one by one, so "
+            "runs soon after large deletions (earlier runs, the regress tests) are "
+            "slower, and fsync costs differ from a journaled file system")
+    return True
+
+
+def open_image(prog, args):
+    """With --fs image, the Image every run gets a fresh file system on; None
+    with --fs dir, or when there is no loop device (then --fs dir)."""
+    if args.fs != "image":
+        return None
+    try:
+        image = Image(args)
+    except (OSError, subprocess.CalledProcessError) as e:
+        log(f"{prog}: no loop device ({e}): the runs' files go in {args.dir} itself "
+            "(--fs dir)")
+        args.fs = "dir"
+        return None
+    args.image_mib = image.mib
+    return image
+
+
+def run_rounds(prog, daemons, args, run, check, summary):
+    """args.runs rounds, each daemon (a tuple, its name first) in turn:
+    run(i, k, daemon) is the result of round i's run of daemon k, check(name,
+    result) its problems. A daemon whose run has problems is reported, with
+    its log's tail, and runs no more; summary(result) is a good run's log
+    line. Returns (results by name, names that failed); shared with
+    deliver.py and relay.py."""
+    results = {d[0]: [] for d in daemons}
+    failed = set()
+    for i in range(args.runs):
+        for k, d in enumerate(daemons):
+            name = d[0]
+            if name in failed:
+                continue
+            r = run(i, k, d)
+            bad = check(name, r)
+            if bad:
+                for b in bad:
+                    log(f"{prog}: {name}: {b}")
+                if r.get("log"):
+                    log(f"--- {name} log (tail)\n{r['log']}---")
+                failed.add(name)
+                continue
+            results[name].append(r)
+            log(f"{prog}: {name} run {i + 1}: {summary(r)}")
+    return results, failed
+
+
+def load_arguments(ap, timeout):
+    """The options of the load and of the runs that every load benchmark
+    takes (shared with deliver.py and relay.py, which add their own)."""
     ap.add_argument("--messages", type=int, default=5000, help="messages of the load")
     ap.add_argument("--sessions", type=int, default=20, help="concurrent load sessions")
     ap.add_argument("--size", type=int, default=4096, help="message size in bytes")
-    ap.add_argument("--probe", type=int, default=200, help="messages of the latency session")
     ap.add_argument("--per-connection", type=int, default=100,
                     help="messages per connection before QUIT and reconnect")
     ap.add_argument("--runs", type=int, default=1, help="runs per daemon (median shown)")
-    ap.add_argument("--timeout", type=float, default=100.0,
-                    help="seconds a load may take before it is abandoned")
+    ap.add_argument("--timeout", type=float, default=timeout,
+                    help="seconds a run may take before it is abandoned")
     ap.add_argument("--fs", choices=("image", "dir"), default="image",
-                    help="image: each run's spool is a fresh ext4 on a loop device "
-                    "(default); dir: a plain directory in --dir")
+                    help="image: each run's file system is a fresh ext4 on a loop device "
+                    "(default); dir: plain directories in --dir")
     ap.add_argument("--dir", default="/var/tmp",
-                    help="where the spools (or their images) and the fsync test go")
-    ap.add_argument("--fsync-seconds", type=float, default=3.0,
-                    help="seconds per fsync test (0: skip)")
+                    help="where the file system images (or the directories) and the "
+                    "fsync test go")
     ap.add_argument("--ours", default=os.path.join(REPO, "target/release/smtpd"))
     ap.add_argument("--opensmtpd", default="/usr/sbin/smtpd")
-    ap.add_argument("--keep-resolver", action="store_true",
-                    help="leave /etc/hosts and /etc/resolv.conf as they are")
     ap.add_argument("--profile", action="store_true",
                     help="sample each daemon process's state every ~1 ms during the "
-                    "load (costs some CPU) and print where each spends its time")
+                    "run (costs some CPU) and print where each spends its time")
     ap.add_argument("--json", help="also write the raw results to this file")
     ap.add_argument("--inner", help=argparse.SUPPRESS)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    load_arguments(ap, timeout=100.0)
+    ap.add_argument("--probe", type=int, default=200, help="messages of the latency session")
+    ap.add_argument("--fsync-seconds", type=float, default=3.0,
+                    help="seconds per fsync test (0: skip)")
+    ap.add_argument("--keep-resolver", action="store_true",
+                    help="leave /etc/hosts and /etc/resolv.conf as they are")
     args = ap.parse_args()
 
     if args.inner:
@@ -1118,24 +1197,8 @@ def main():
         inner(json.loads(args.inner))
         return 0
 
-    err = check_root("receive")
-    if err:
-        log(err)
+    if not check_args("receive", args):
         return 1
-    if args.size < 256 or args.messages < 1 or args.sessions < 1 or args.per_connection < 1:
-        log("receive: --size must be at least 256, the counts at least 1")
-        return 1
-    if args.fs == "image":
-        missing = [t for t in ("losetup", "mkfs.ext4") if not shutil.which(t)]
-        if missing:
-            log(f"receive: {' and '.join(missing)} not found: the spools go in "
-                f"{args.dir} itself (--fs dir)")
-            args.fs = "dir"
-    if args.fs == "dir" and has_journal(args.dir) is False:
-        log(f"receive: warning: {args.dir} is on an ext4 without a journal: there the "
-            "inode allocator skips inodes freed in the last minutes one by one, so "
-            "runs soon after large deletions (earlier runs, the regress tests) are "
-            "slower, and fsync costs differ from a journaled file system")
 
     daemons = []
     for name, binary, extra in (
@@ -1166,38 +1229,21 @@ def main():
             fsync[f"{w} {when}"] = r[f"{w}"]
             log(f"receive: fsync {when} the daemons, {w} writer(s): {r[f'{w}']:,.0f}/s")
 
-    results = {name: [] for name, _, _ in daemons}
-    failed = set()
     image = None
     try:
-        if args.fs == "image":
-            try:
-                image = Image(args)
-                args.image_mib = image.mib
-            except (OSError, subprocess.CalledProcessError) as e:
-                log(f"receive: no loop device ({e}): the spools go in {args.dir} "
-                    "itself (--fs dir)")
-                args.fs = "dir"
+        image = open_image("receive", args)
         fsync_test("before")
-        for i in range(args.runs):
-            for k, (name, binary, extra) in enumerate(daemons):
-                if name in failed:
-                    continue
-                r = one_run(name, binary, extra, f"r{i}d{k}", args, image)
-                bad = check_run(name, r)
-                if bad:
-                    for b in bad:
-                        log(f"receive: {name}: {b}")
-                    if r.get("log"):
-                        log(f"--- {name} log (tail)\n{r['log']}---")
-                    failed.add(name)
-                    continue
-                results[name].append(r)
-                f = figures(r)
-                log(f"receive: {name} run {i + 1}: {f['rate']:,.0f} msg/s, "
-                    f"{f['cpu_per_k']:.2f} CPU s/1000, peak PSS {f['pss']:.1f} MiB, "
-                    f"p50 {f['p50']:.2f} ms, p99 {f['p99']:.2f} ms, "
+
+        def summary(r):
+            f = figures(r)
+            return (f"{f['rate']:,.0f} msg/s, {f['cpu_per_k']:.2f} CPU s/1000, peak PSS "
+                    f"{f['pss']:.1f} MiB, p50 {f['p50']:.2f} ms, p99 {f['p99']:.2f} ms, "
                     f"{f['queued']}/{f['accepted']} queued/250s")
+
+        results, failed = run_rounds(
+            "receive", daemons, args,
+            lambda i, k, d: one_run(d[0], d[1], d[2], f"r{i}d{k}", args, image),
+            check_run, summary)
         fsync_test("after")
     finally:
         if image:
