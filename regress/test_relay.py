@@ -379,3 +379,34 @@ def test_a_relay_presents_its_client_certificate_signed_in_ca(request, world, wo
     finally:
         inst.stop()
         dest.stop()
+
+
+def test_src_and_helo_src_choose_the_source_address_and_greeting(request, world, workroot):
+    """`src <table>`: connect from the table's address of the target's
+    family (here a second address of the host); `helo-src <table>`: greet
+    with the name that address maps to."""
+    dest = world.hostile("h-src.test", "accept", v6=False)
+    world.mx("src.test", ("h-src.test", 10))
+    host = world.host("ours5.test", v6=False)
+    extra = "192.0.2.250"
+    host.sh(["ip", "addr", "add", f"{extra}/24", "dev", "world0"])
+    conf = (
+        f"table srcs {{ {extra} }}\n"
+        f"table helos {{ {extra} = helo-from-src.test }}\n"
+        "listen on 127.0.0.1\n"
+        'action "out" relay src <srcs> helo-src <helos>\n'
+        'match from local for any action "out"\n'
+    )
+    inst = Instance(os.path.join(workroot, "relay-ours-5"), conf, name="relay-src",
+                    netns=host.netns, binds=world.binds(), deliver=True)
+    request.node._smtpd_instances.append(inst)
+    inst.start()
+    try:
+        send(inst, "sender@ours5.test", ["rcpt@src.test"], message("src"))
+        m = wait_delivery(inst, "rcpt@src.test")
+        assert f'source="{extra}"' in m.group(0), m.group(0)
+        ev = dest.wait_event(lambda e: e["ev"] == "connect")
+        assert ev["peer"] == extra, ev
+        assert b"EHLO helo-from-src.test" in dest.commands()
+    finally:
+        inst.stop()

@@ -67,6 +67,11 @@ pub struct RelayView {
     pub mail_from: Option<String>,
     /// `pki`: the client certificate to present (its key stays in ca).
     pub pki: Option<String>,
+    /// `src`: the addresses to connect from (the first of the target's
+    /// family); empty: the kernel chooses.
+    pub src: Vec<std::net::IpAddr>,
+    /// `helo-src`: the name to greet with, by source address.
+    pub helo_src: Vec<(std::net::IpAddr, String)>,
 }
 
 /// Every relay action of `cfg`, with the files they name read.
@@ -118,6 +123,31 @@ fn view(
         }
         _ => None,
     };
+    let src = match &o.src {
+        None => Vec::new(),
+        Some(t) => table_values(cfg, t, table_files)?
+            .iter()
+            .map(|v| v.parse().map_err(|_| format!("src: not an address: {v}")))
+            .collect::<Result<_, String>>()?,
+    };
+    let helo_src = match &o.helo_src {
+        None => Vec::new(),
+        Some(t) => {
+            let table = load(cfg, t, table_files)?;
+            let mut pairs = Vec::new();
+            for k in table.raw_keys() {
+                let ip = k
+                    .parse()
+                    .map_err(|_| format!("helo-src: not an address: {k}"))?;
+                let name = table
+                    .get(k)
+                    .map_err(|e| e.to_string())?
+                    .ok_or(format!("helo-src: no name for {k}"))?;
+                pairs.push((ip, name.to_string()));
+            }
+            pairs
+        }
+    };
     let ca_pem = match &o.ca {
         None => None,
         Some(name) => {
@@ -144,6 +174,8 @@ fn view(
         auth,
         mail_from: o.mail_from.clone(),
         pki: o.pki.clone(),
+        src,
+        helo_src,
     })
 }
 
@@ -273,5 +305,18 @@ mod tests {
              match from local for any action \"out\"\n");
         let e = views(&c, &[]).unwrap_err();
         assert!(e.contains("no credentials for bob"), "{e}");
+    }
+
+    #[test]
+    fn source_addresses_and_their_helo_names() {
+        let c = cfg("table srcs { 192.0.2.7, 2001:db8::7 }\n\
+             table helos { 192.0.2.7 = out.example.org }\n\
+             action \"r\" relay src <srcs> helo-src <helos>\n\
+             match from local for any action \"r\"\n");
+        let r = views(&c, &[]).unwrap().remove(0);
+        let ips: Vec<std::net::IpAddr> =
+            vec!["192.0.2.7".parse().unwrap(), "2001:db8::7".parse().unwrap()];
+        assert_eq!(r.src, ips);
+        assert_eq!(r.helo_src, vec![(ips[0], "out.example.org".to_string())]);
     }
 }

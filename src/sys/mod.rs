@@ -15,6 +15,8 @@ pub mod proctitle;
 pub mod promise;
 pub mod seal;
 pub mod signal;
+pub mod sockaddr;
+pub mod tcpconnect;
 
 #[cfg(target_os = "linux")]
 pub mod landlock;

@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -62,6 +62,22 @@ pub struct Setup {
     pub engine: client::Config,
     /// `Some` to do TLS: the config and whether it starts at once (smtps).
     pub tls: Option<(Arc<rustls::ClientConfig>, bool)>,
+    /// Source addresses (`src`): the first of a target's family is used;
+    /// a target of a family not in the list is skipped. Empty: any.
+    pub src: Vec<IpAddr>,
+    /// Greeting names by source address (`helo-src`).
+    pub helo_src: Vec<(IpAddr, String)>,
+}
+
+impl Setup {
+    /// The engine's settings for a connection from `src`.
+    fn engine_from(&self, src: Option<IpAddr>) -> client::Config {
+        let mut c = self.engine.clone();
+        if let Some((_, name)) = self.helo_src.iter().find(|(a, _)| Some(*a) == src) {
+            c.helo = name.clone();
+        }
+        c
+    }
 }
 
 enum State {
@@ -113,8 +129,8 @@ impl Conn {
         setup: Setup,
     ) -> Result<Conn, String> {
         let first = targets.first().cloned().ok_or("no address to try")?;
-        let (stream, next) = connect_from(lp, token, &targets, 0, id)?;
-        let engine = Client::new(setup.engine.clone());
+        let (stream, next, src) = connect_from(lp, token, &targets, 0, id, &setup.src)?;
+        let engine = Client::new(setup.engine_from(src));
         Ok(Conn {
             id,
             token,
@@ -234,13 +250,21 @@ impl Conn {
         );
         self.last_error = format!("{} ({}): {why}", self.target.name, self.target.addr.ip());
         let _ = lp.unwatch(self.stream.as_raw_fd());
-        match connect_from(lp, self.token, &self.targets, self.next_target, self.id) {
-            Ok((stream, next)) => {
+        let from = self.next_target;
+        match connect_from(
+            lp,
+            self.token,
+            &self.targets,
+            from,
+            self.id,
+            &self.setup.src,
+        ) {
+            Ok((stream, next, src)) => {
                 self.stream = stream;
                 self.target = self.targets[next - 1].clone();
                 self.next_target = next;
                 self.state = State::Connecting;
-                self.engine = Client::new(self.setup.engine.clone());
+                self.engine = Client::new(self.setup.engine_from(src));
                 self.tls = None;
                 self.tls_pending = false;
                 self.out.clear();
@@ -540,28 +564,42 @@ impl Conn {
 const NO_MORE: &str = "no more addresses";
 
 /// A socket connecting to the first target from `from` that takes one:
-/// the stream and the index after that target.
+/// the stream, the index after that target, and the source address.
 fn connect_from(
     lp: &Loop,
     token: Token,
     targets: &[Target],
     from: usize,
     id: u64,
-) -> Result<(TcpStream, usize), String> {
+    sources: &[IpAddr],
+) -> Result<(TcpStream, usize, Option<IpAddr>), String> {
     let mut last = NO_MORE.to_string();
     for (i, t) in targets.iter().enumerate().skip(from) {
+        let src = sources
+            .iter()
+            .find(|s| s.is_ipv4() == t.addr.is_ipv4())
+            .copied();
+        if src.is_none() && !sources.is_empty() {
+            last = format!(
+                "{} ({}): no source address of its family",
+                t.name,
+                t.addr.ip()
+            );
+            continue;
+        }
         log::info!(
             "{id:016x} mta connecting address=smtp://{} host={}",
             t.addr,
             t.name
         );
-        match TcpStream::connect(t.addr) {
+        match crate::sys::tcpconnect::start(src, t.addr) {
             Ok(s) => {
+                let s = TcpStream::from_std(s);
                 if let Err(e) = lp.watch(s.as_raw_fd(), token, true) {
                     last = e.to_string();
                     continue;
                 }
-                return Ok((s, i + 1));
+                return Ok((s, i + 1, src));
             }
             Err(e) => last = format!("{} ({}): {e}", t.name, t.addr.ip()),
         }

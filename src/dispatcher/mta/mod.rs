@@ -469,7 +469,12 @@ impl Mta {
             };
             Some((cfg, smtps))
         };
-        Ok(Setup { engine, tls })
+        Ok(Setup {
+            engine,
+            tls,
+            src: relay.src.clone(),
+            helo_src: relay.helo_src.clone(),
+        })
     }
 
     /// A socket of ours is ready.

@@ -43,6 +43,8 @@ fn view_with(port: u16, lmtp: bool) -> &'static DispatcherView {
             auth: None,
             mail_from: None,
             pki: None,
+            src: Vec::new(),
+            helo_src: Vec::new(),
         }],
         roots_pem: Vec::new(),
     }))
