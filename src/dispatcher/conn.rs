@@ -3,6 +3,7 @@
 //! into requests to lka and queue. Everything slow (policy, commit) is a
 //! message to another role; the answer comes back to `Session::answer`.
 
+use super::session_log::{self, AcceptedRcpt, Cipher};
 use crate::config::view::ListenerView;
 use crate::ipc::msg::{
     LkaDispatcher, LookupResult, NewEnvelope, QueueDispatcher, SessionInfo, Verdict,
@@ -86,10 +87,10 @@ pub struct Session {
     tls_config: Option<Arc<rustls::ServerConfig>>,
     out: Vec<u8>,
     pub closing: bool,
-    /// The reply code last sent (for the disconnect reason).
-    last_code: [u8; 3],
     /// The `disconnected` line is logged once, whatever ends the session.
     logged_end: bool,
+    /// The `tls ciphers=` line is logged once, when the handshake is done.
+    logged_tls: bool,
     pub deadline: Instant,
     pub waiting: Waiting,
     /// An answer held back until a deadline (failed AUTH).
@@ -101,9 +102,14 @@ pub struct Session {
     ret_full: Option<bool>,
     envid: Option<String>,
     rcpts: Vec<NewEnvelope>,
+    /// The RCPTs behind `rcpts` (for `nrcpt=` and the `envelope` lines).
+    accepted: Vec<AcceptedRcpt>,
     pending_rcpt: Option<(String, RcptParams)>,
     msg: Option<(u32, File)>,
-    /// The size the last commit was asked for (for its log line).
+    /// Bytes written to the message file: the Received line, the fixed
+    /// headers and the data. OpenSMTPD's `size=` counts what it wrote.
+    written: u64,
+    /// `written` when the last commit was asked for (for its log line).
     commit_size: u64,
     write_failed: bool,
     /// Adds Date/Message-Id for local and authenticated senders.
@@ -140,8 +146,8 @@ impl Session {
             tls_config,
             out: Vec::new(),
             closing: false,
-            last_code: *b"000",
             logged_end: false,
+            logged_tls: false,
             deadline: Instant::now() + SESSION_TIMEOUT,
             waiting: Waiting::None,
             delayed: None,
@@ -152,8 +158,10 @@ impl Session {
             ret_full: None,
             envid: None,
             rcpts: Vec::new(),
+            accepted: Vec::new(),
             pending_rcpt: None,
             msg: None,
+            written: 0,
             commit_size: 0,
             write_failed: false,
             fixer: None,
@@ -222,7 +230,16 @@ impl Session {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(e),
                     }
-                    if !t.is_handshaking() && self.tls_pending.take().is_some() {
+                    let ready = !t.is_handshaking();
+                    if ready && !self.logged_tls {
+                        // First, as OpenSMTPD: before any line of what
+                        // the client says over TLS (STARTTLS or SMTPS).
+                        for line in session_log::tls_ready(t) {
+                            log::info!("{:016x} smtp {line}", self.id);
+                        }
+                        self.logged_tls = true;
+                    }
+                    if ready && self.tls_pending.take().is_some() {
                         // Handshake done after STARTTLS: the engine resets.
                         let ev = self.engine.tls_started();
                         outgoing.extend(self.events(ev, next_req));
@@ -301,6 +318,10 @@ impl Session {
                         Answer::Rcpt(Err("452 4.5.3 Too many recipients".into()))
                     }
                     Verdict::Accept { dests } => {
+                        self.accepted.push(AcceptedRcpt {
+                            path: path.clone(),
+                            envelopes: dests.len(),
+                        });
                         for dest in dests {
                             self.rcpts.push(NewEnvelope {
                                 sender: self.mail_from.clone(),
@@ -330,6 +351,7 @@ impl Session {
                 self.waiting = Waiting::None;
                 self.msg = Some((msgid, file));
                 self.write_failed = false;
+                self.written = 0;
                 let hdr = self.received(msgid);
                 self.write(hdr.as_bytes());
                 let local = self.peer.is_loopback();
@@ -348,20 +370,26 @@ impl Session {
                 self.waiting = Waiting::None;
                 Answer::DataReady(Err(format!("452 4.3.1 {text}")))
             }
-            Incoming::Committed(msgid) => {
+            Incoming::Committed(msgid, first_evpid) => {
                 self.waiting = Waiting::None;
                 let size = self.commit_size;
+                // nrcpt counts RCPTs, not the envelopes they expanded to.
                 self.log(&format!(
                     "message msgid={msgid:08x} size={size} nrcpt={} proto={}",
-                    self.rcpts.len(),
+                    self.accepted.len(),
                     if self.esmtp { "ESMTP" } else { "SMTP" }
                 ));
-                self.rcpts.clear();
+                for line in
+                    session_log::envelope_lines(first_evpid, &self.mail_from, &self.accepted)
+                {
+                    self.log(&line);
+                }
+                self.clear_rcpts();
                 Answer::Committed(Ok(format!("{msgid:08x}")))
             }
             Incoming::CommitFailed(text) => {
                 self.waiting = Waiting::None;
-                self.rcpts.clear();
+                self.clear_rcpts();
                 Answer::Committed(Err(format!("451 4.3.0 {text}")))
             }
             Incoming::Sender(result) => {
@@ -407,6 +435,8 @@ impl Session {
     }
 
     /// Log the end of the session, once: the first reason given wins.
+    /// OpenSMTPD's reasons: `quit`, `timeout`, `disconnect` (by the
+    /// client), `"io-error: ..."`.
     pub fn log_end(&mut self, reason: &str) {
         if !self.logged_end {
             self.logged_end = true;
@@ -416,12 +446,9 @@ impl Session {
 
     /// The session ends (closed or dropped): discard an unfinished message.
     pub fn finish(&mut self) -> Vec<Outgoing> {
-        let reason = match &self.last_code {
-            b"221" => "quit",
-            b"421" => "closed-by-server",
-            _ => "closed",
-        };
-        self.log_end(reason);
+        // Closed by us after our last reply (221, or a 421 or 500 that
+        // ends the session): OpenSMTPD calls every such end `quit`.
+        self.log_end("quit");
         match self.msg.take() {
             Some((msgid, _)) => vec![Outgoing::Queue(QueueDispatcher::Abort { msgid })],
             None => Vec::new(),
@@ -450,10 +477,20 @@ impl Session {
 
     fn write(&mut self, bytes: &[u8]) {
         if let Some((_, f)) = &mut self.msg {
-            if !self.write_failed && f.write_all(bytes).is_err() {
-                self.write_failed = true;
+            if !self.write_failed {
+                match f.write_all(bytes) {
+                    Ok(()) => self.written += bytes.len() as u64,
+                    Err(_) => self.write_failed = true,
+                }
             }
         }
+    }
+
+    /// The transaction's recipients are done with (committed, refused,
+    /// reset).
+    fn clear_rcpts(&mut self) {
+        self.rcpts.clear();
+        self.accepted.clear();
     }
 
     fn received(&self, msgid: u32) -> String {
@@ -505,12 +542,7 @@ impl Session {
             let ev = std::mem::replace(&mut events[i], Event::TxReset);
             i += 1;
             match ev {
-                Event::Reply(b) => {
-                    if let Some(code) = b.get(..3) {
-                        self.last_code.copy_from_slice(code);
-                    }
-                    self.out.extend_from_slice(&b);
-                }
+                Event::Reply(b) => self.out.extend_from_slice(&b),
                 Event::Helo { name, esmtp } => {
                     self.helo = name;
                     self.esmtp = esmtp;
@@ -522,7 +554,7 @@ impl Session {
                     let a = match address::parse_path(&path, self.smtputf8) {
                         Ok(_) => {
                             self.mail_from = path;
-                            self.rcpts.clear();
+                            self.clear_rcpts();
                             // `senders <table>`: lka checks that an
                             // authenticated user may send as this address.
                             if let (Some(user), Some(_)) =
@@ -582,7 +614,7 @@ impl Session {
                     // its commit; ours is only the writing.
                     let failed = self.write_failed;
                     drop(file);
-                    self.commit_size = size;
+                    self.commit_size = self.written;
                     if failed {
                         out.push(Outgoing::Queue(QueueDispatcher::Abort { msgid }));
                         let a =
@@ -611,7 +643,7 @@ impl Session {
                     }
                 }
                 Event::TxReset => {
-                    self.rcpts.clear();
+                    self.clear_rcpts();
                     if let Some((msgid, _)) = self.msg.take() {
                         out.push(Outgoing::Queue(QueueDispatcher::Abort { msgid }));
                     }
@@ -633,7 +665,8 @@ pub enum Incoming {
     Verdict(Verdict),
     Created(u32, File),
     CreateFailed(String),
-    Committed(u32),
+    /// The message id and its first envelope's id.
+    Committed(u32, u64),
     CommitFailed(String),
     Auth(bool),
     Sender(LookupResult),
@@ -675,14 +708,7 @@ fn notify_bits(n: Option<Notify>) -> u8 {
 }
 
 fn tls_info(t: &ServerConnection) -> Option<String> {
-    let v = t.protocol_version()?;
-    let suite = t.negotiated_cipher_suite()?;
-    let version = match v {
-        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
-        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
-        _ => "TLS",
-    };
-    let name = suite.suite().as_str().unwrap_or("unknown");
+    let cipher = Cipher::of(t)?;
     // As OpenSMTPD: YES when the client's certificate was verified (only
     // `verify` listeners ask for one, and they refuse any that fails).
     let verified = if t.peer_certificates().is_some() {
@@ -690,7 +716,7 @@ fn tls_info(t: &ServerConnection) -> Option<String> {
     } else {
         "NO"
     };
-    Some(format!("{version}:{name}:256:{verified}"))
+    Some(format!("{cipher}:{verified}"))
 }
 
 /// "Sun, 29 Nov 2026 10:47:50 +0000": UTC, computed without tz files

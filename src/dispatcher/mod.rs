@@ -13,6 +13,7 @@
 pub mod conn;
 pub mod headers;
 pub mod mta;
+pub mod session_log;
 pub mod tls;
 
 use crate::config::ast::{AuthMode, TlsMode};
@@ -204,7 +205,11 @@ impl Dispatcher {
                     QueueDispatcher::CreateFailed { req, text, .. } => {
                         (req, Incoming::CreateFailed(text))
                     }
-                    QueueDispatcher::Committed { req, msgid } => (req, Incoming::Committed(msgid)),
+                    QueueDispatcher::Committed {
+                        req,
+                        msgid,
+                        first_evpid,
+                    } => (req, Incoming::Committed(msgid, first_evpid)),
                     QueueDispatcher::Relay { env } => {
                         let fd = fds
                             .next()
@@ -313,7 +318,7 @@ impl Dispatcher {
         }
         if let Some(e) = failed {
             s.log_end(&format!(
-                "io-error error=\"{}\"",
+                "\"io-error: {}\"",
                 crate::log::escape(e.to_string().as_bytes())
             ));
             s.closing = true;

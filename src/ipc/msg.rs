@@ -539,9 +539,13 @@ pub enum QueueDispatcher {
         size: u64,
     },
     /// queue -> dispatcher: on disk, fsynced: the 250 may be sent.
+    /// `first_evpid` is the id of the first envelope added; the others
+    /// follow it, in the order they were added, as `EvpIds::from_first`
+    /// counts (for the dispatcher's `smtp envelope` log lines).
     Committed {
         req: u64,
         msgid: u32,
+        first_evpid: u64,
     },
     /// queue -> dispatcher: not stored; the client gets a 4xx.
     CommitFailed {

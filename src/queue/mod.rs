@@ -303,6 +303,7 @@ impl Queue {
                 let m = QueueDispatcher::Committed {
                     req,
                     msgid: s.msgid.get(),
+                    first_evpid: s.envelopes.first().map_or(0, |(id, _)| *id),
                 };
                 links.send(lp, Role::Dispatcher, &m, Vec::new())?;
             }

@@ -116,6 +116,18 @@ pub struct EvpIds {
     left: u64,
 }
 
+impl EvpIds {
+    /// The ids `envelope_ids` yields from `first` on: what another role
+    /// knowing only a message's first envelope id can tell of the others.
+    pub fn from_first(first: EvpId) -> EvpIds {
+        EvpIds {
+            msgid: first.msgid(),
+            next: first.0 as u32,
+            left: u32::MAX as u64,
+        }
+    }
+}
+
 impl Iterator for EvpIds {
     type Item = EvpId;
 

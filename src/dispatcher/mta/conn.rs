@@ -340,7 +340,9 @@ impl Conn {
             log::info!(
                 "{:016x} mta tls ciphers={}",
                 self.id,
-                tls_info(t).unwrap_or_default()
+                crate::dispatcher::session_log::Cipher::of(t)
+                    .map(|c| c.to_string())
+                    .unwrap_or_default()
             );
             if !self.engine.tls_active() {
                 // STARTTLS done: the engine greets again. Its output is
@@ -605,18 +607,4 @@ fn connect_from(
         }
     }
     Err(last)
-}
-
-fn tls_info(t: &ClientConnection) -> Option<String> {
-    let v = t.protocol_version()?;
-    let suite = t.negotiated_cipher_suite()?;
-    let version = match v {
-        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
-        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
-        _ => "TLS",
-    };
-    Some(format!(
-        "{version}:{}",
-        suite.suite().as_str().unwrap_or("unknown")
-    ))
 }

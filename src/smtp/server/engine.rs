@@ -175,15 +175,11 @@ impl Server {
         self.buf.extend_from_slice(bytes);
         self.run(&mut out);
         if self.buf.len() - self.pos > self.cfg.max_line + INPUT_SLACK {
-            out.push(Event::Log(
-                "bad-input reason=\"too much input while busy\"".into(),
-            ));
             let text = format!(
                 "421 4.7.0 {} Too much input, closing connection",
                 self.cfg.hostname
             );
-            self.reply(&mut out, &text);
-            self.close(&mut out);
+            self.bad_input_close(&mut out, &text);
         }
         out
     }
@@ -348,11 +344,7 @@ impl Server {
         let Some(i) = window.iter().position(|&b| b == b'\n').map(|i| i + from) else {
             if avail.len() >= max {
                 // No line ending within max_line bytes.
-                out.push(Event::Log(
-                    "bad-input result=\"500 5.5.1 Line too long\"".into(),
-                ));
-                out.push(Event::Reply(b"500 5.5.1 Line too long\r\n".to_vec()));
-                self.close(out);
+                self.bad_input_close(out, "500 5.5.1 Line too long");
             } else {
                 self.scanned = avail.len();
             }
@@ -470,8 +462,8 @@ impl Server {
             }
             Verb::StartTls => self.starttls(args, out),
             Verb::Auth => self.auth(args, out),
+            // Its failed-command line shows the request and our 421.
             Verb::Http => {
-                out.push(Event::Log("bad-input reason=\"HTTP request\"".into()));
                 let text = format!(
                     "421 4.7.0 {} Not an SMTP client, closing connection",
                     self.cfg.hostname
@@ -594,11 +586,14 @@ impl Server {
         self.discard_input();
     }
 
+    /// Close on our own initiative (timeout, shutdown), with a 421 that
+    /// answers no command: no `failed-command` line, as OpenSMTPD (the
+    /// `disconnected` line gives the reason).
     fn close_with(&mut self, template: &str) -> Vec<Event> {
         let mut out = Vec::new();
         if !self.closed {
             let text = template.replace("{}", &self.cfg.hostname);
-            self.reply(&mut out, &text);
+            out.push(Event::Reply(format!("{text}\r\n").into_bytes()));
             self.close(&mut out);
         }
         out
@@ -651,18 +646,23 @@ impl Server {
         }
     }
 
-    /// NUL, control or misplaced 8-bit bytes in a command line.
+    /// NUL, control or misplaced 8-bit bytes in a command line: a failed
+    /// command, logged as any other (OpenSMTPD, which reads such lines as
+    /// commands, fails them with a `failed-command` line too).
     fn bad_input(&mut self, out: &mut Vec<Event>) {
-        let text = "500 5.5.2 Invalid character in command";
-        out.push(Event::Log(format!(
-            "bad-input command=\"{}\" result=\"{text}\"",
-            self.cmd
-        )));
-        self.errors += 1;
-        if self.errors >= MAX_ERRORS {
-            return self.fail(out, text);
-        }
+        self.fail(out, "500 5.5.2 Invalid character in command");
+    }
+
+    /// The input cannot be read as SMTP any more (a line too long, too
+    /// much of it while we wait): the last reply, and close. Logged as
+    /// OpenSMTPD logs its own such ends: `bad-input result="..."`.
+    fn bad_input_close(&mut self, out: &mut Vec<Event>, text: &str) {
         out.push(Event::Reply(format!("{text}\r\n").into_bytes()));
+        out.push(Event::Log(format!(
+            "bad-input result=\"{}\"",
+            escape(text.as_bytes())
+        )));
+        self.close(out);
     }
 
     /// A reply from the glue: checked to be one 4xx/5xx line of printable

@@ -515,6 +515,35 @@ fn failed_commands_are_logged_escaped() {
     assert!(evs.contains(&Event::Log(
         "failed-command command=\"FOO \\x22bar\\x5c\" result=\"500 5.5.1 Invalid command: Command unrecognized\"".into()
     )), "{evs:?}");
+    // A control character is refused as a failed command, as OpenSMTPD
+    // logs it.
+    t.send(b"NOOP\x01\r\n");
+    let evs = t.take();
+    assert_eq!(
+        logs(&evs),
+        ["failed-command command=\"NOOP\\x01\" result=\"500 5.5.2 Invalid character in command\""]
+    );
+    // Input that is no SMTP any more: one `bad-input` line, as OpenSMTPD's.
+    t.send(&[b'x'; 70000]);
+    let evs = t.take();
+    assert_eq!(logs(&evs), ["bad-input result=\"500 5.5.1 Line too long\""]);
+    let mut t = Session::new(cfg());
+    t.take();
+    t.send(b"GET / HTTP/1.1\r\n");
+    let evs = t.take();
+    assert_eq!(
+        logs(&evs),
+        ["failed-command command=\"GET / HTTP/1.1\" result=\"421 4.7.0 mx.example.org Not an SMTP client, closing connection\""]
+    );
+}
+
+fn logs(evs: &[Event]) -> Vec<&str> {
+    evs.iter()
+        .filter_map(|e| match e {
+            Event::Log(l) => Some(l.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -906,8 +935,8 @@ fn timeout_during_data_discards_the_message() {
     assert_eq!(
         evs,
         [
+            // No failed-command line: the 421 answers no command.
             Event::Reply(b"421 4.4.2 mx.example.org Timeout, closing connection\r\n".to_vec()),
-            Event::Log("failed-command command=\"DATA\" result=\"421 4.4.2 mx.example.org Timeout, closing connection\"".into()),
             Event::DataAbort {
                 reason: AbortReason::SessionEnd
             },
@@ -1087,7 +1116,17 @@ fn auth_exchanges() {
         t.take()
     };
     assert!(evs.contains(&Event::Log(
-        "authentication user=\"joe\" result=permfail".into()
+        "authentication user=joe result=permfail".into()
+    )));
+    // The name is unquoted, as OpenSMTPD's: a space in it is escaped so
+    // it stays one field.
+    let evs = {
+        let mut t = ready(auth_cfg());
+        t.send(b"AUTH PLAIN AGpvIGUAd3Jvbmc=\r\n");
+        t.take()
+    };
+    assert!(evs.contains(&Event::Log(
+        "authentication user=jo\\x20e result=permfail".into()
     )));
 }
 

@@ -126,9 +126,11 @@ impl Server {
 
     pub(super) fn auth_answer(&mut self, user: String, ok: bool, out: &mut Vec<Event>) {
         let result = if ok { "ok" } else { "permfail" };
+        // Unquoted, as OpenSMTPD writes it (strnvis'd): escaped, and
+        // without spaces, it stays one field.
+        let shown = escape(user.as_bytes()).replace(' ', "\\x20");
         out.push(Event::Log(format!(
-            "authentication user=\"{}\" result={result}",
-            escape(user.as_bytes())
+            "authentication user={shown} result={result}"
         )));
         if ok {
             self.auth_user = Some(user);
