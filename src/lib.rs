@@ -11,6 +11,7 @@
 //! - `smtp`: the SMTP protocol engine and mail addresses, without I/O.
 //! - `spool`: the on-disk queue format and its durable commit.
 //! - `bounce`: the delivery status notifications sent back to senders.
+//! - `smtpctl`: the administrator's tool, a client of the control role.
 //! - `event`: the mio loop, timers and signals.
 //! - `log`: OpenSMTPD-style `key=value` lines to syslog or stderr.
 //! - `sys`: the only module allowed `unsafe`: system calls std lacks.
@@ -39,6 +40,7 @@ pub mod prologue;
 pub mod queue;
 pub mod scheduler;
 pub mod smtp;
+pub mod smtpctl;
 pub mod spool;
 
 /// The version printed in logs and banners.

@@ -9,6 +9,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// Where lines go.
@@ -25,7 +26,19 @@ enum Sink {
 
 struct Logger {
     sink: Mutex<Sink>,
-    verbose: bool,
+}
+
+/// -v, or `smtpctl log verbose` since: debug lines are written too.
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+/// Turn debug lines on or off at run time (`smtpctl log brief|verbose`).
+pub fn set_verbose(on: bool) {
+    VERBOSE.store(on, Ordering::Relaxed);
+    log::set_max_level(if on {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    });
 }
 
 /// Install the logger. Syslog's socket is opened now, before any chroot or
@@ -46,24 +59,18 @@ pub fn init(target: Target, verbose: bool, process: &str) {
             }
         }
     };
-    let level = if verbose {
-        log::LevelFilter::Debug
-    } else {
-        log::LevelFilter::Info
-    };
     if log::set_boxed_logger(Box::new(Logger {
         sink: Mutex::new(sink),
-        verbose,
     }))
     .is_ok()
     {
-        log::set_max_level(level);
+        set_verbose(verbose);
     }
 }
 
 impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Info || self.verbose
+        m.level() <= log::Level::Info || VERBOSE.load(Ordering::Relaxed)
     }
 
     fn log(&self, record: &log::Record<'_>) {

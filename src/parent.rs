@@ -24,6 +24,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+mod control_socket;
+
 /// How long roles get to exit after Shutdown before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -111,6 +113,13 @@ pub fn run(opts: Opts) -> i32 {
             return 1;
         }
     };
+    let control_socket = match control_socket::bind() {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("smtpd: {e}");
+            return 1;
+        }
+    };
     if !opts.debug && !opts.foreground {
         if let Err(e) = sys::process::daemonize() {
             eprintln!("smtpd: daemon: {e}");
@@ -128,7 +137,15 @@ pub fn run(opts: Opts) -> i32 {
         sys::signal::pipe_for(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
             .unwrap_or_else(|e| fatal!("signals: {e}"));
 
-    let mut children = start_roles(&exe, &opts, &cfg, &hostname, listeners, &material);
+    let mut children = start_roles(
+        &exe,
+        &opts,
+        &cfg,
+        &hostname,
+        listeners,
+        control_socket,
+        &material,
+    );
     // The keys are in ca's sealed view now; the parent keeps no copy.
     drop(material);
     // Every descriptor is handed out and nothing is exec'd again: from here
@@ -250,8 +267,10 @@ fn start_roles(
     cfg: &Config,
     hostname: &str,
     listeners: Vec<(view::ListenerView, OwnedFd)>,
+    control_socket: OwnedFd,
     material: &view::Material,
 ) -> Vec<Child> {
+    let mut control_socket = Some(control_socket);
     let (views, mut sockets): (Vec<_>, Vec<_>) = listeners.into_iter().unzip();
     // Both ends of every role-to-role channel, until handed out.
     let mut link_ends: HashMap<(Role, Role), OwnedFd> = HashMap::new();
@@ -304,6 +323,12 @@ fn start_roles(
             if role == Role::Lka {
                 let fd = lka_runner.take().ok_or(IpcError::Closed)?;
                 child.chan.send(&FromParent::RunnerChannel, vec![fd])?;
+            }
+            if role == Role::Control {
+                let fd = control_socket.take().ok_or(IpcError::Closed)?;
+                child
+                    .chan
+                    .send(&FromParent::Listener { index: 0 }, vec![fd])?;
             }
             if role == Role::Dispatcher {
                 for (i, fd) in std::mem::take(&mut sockets).into_iter().enumerate() {
@@ -487,6 +512,10 @@ fn supervise(
                 }
             }
             for (to, m, fds) in out {
+                if matches!(m, Relay::Stop) {
+                    log::info!("info: smtpctl stop, shutting down");
+                    return Ok(());
+                }
                 send_to(children, &lp, to, m, fds)?;
             }
             let c = &children[r.token.0];
@@ -519,6 +548,8 @@ fn supervise(
 enum Relay {
     Runner(ToRunner),
     Role(FromParent),
+    /// Not a message: control relayed `smtpctl stop`; shut down.
+    Stop,
 }
 
 /// Read a role's channel: its Ready, and the queue's delivery requests,
@@ -538,6 +569,19 @@ fn receive_role(
         };
         match m.msg {
             ToParent::Ready { role } if role == c.role && !c.ready => c.ready = true,
+            // `smtpctl stop`: control checked that root asked.
+            ToParent::Stop if c.role == Role::Control && c.ready => {
+                out.push((Role::Parent, Relay::Stop, Vec::new()));
+            }
+            // `smtpctl log verbose|brief`: here, and in every role (the
+            // delivery runner keeps what it was started with).
+            ToParent::Verbose { on } if c.role == Role::Control && c.ready => {
+                slog::set_verbose(on);
+                for spec in ROLES {
+                    let m = FromParent::Verbose { on };
+                    out.push((spec.role, Relay::Role(m), Vec::new()));
+                }
+            }
             ToParent::Deliver(req) if c.role == Role::Queue && c.ready => {
                 let id = req.id;
                 match local_job(cfg, hostname, req) {
@@ -590,9 +634,15 @@ fn send_to(
     let Some((i, c)) = children.iter_mut().enumerate().find(|(_, c)| c.role == to) else {
         return Ok(());
     };
+    // A role still starting takes only its setup: a verbosity change
+    // before it is ready would be refused as out of place.
+    if matches!(m, Relay::Role(FromParent::Verbose { .. })) && !c.ready {
+        return Ok(());
+    }
     let sent = match &m {
         Relay::Runner(m) => c.chan.send(m, fds),
         Relay::Role(m) => c.chan.send(m, fds),
+        Relay::Stop => return Ok(()),
     };
     if let Err(e) = sent {
         log::warn!("warn: {to} channel: {e}; shutting down");

@@ -114,8 +114,11 @@ pub static ROLES: &[RoleSpec] = &[
         user: USER_SMTPD,
         chroot: Some(EMPTY_DIR),
         unveil: &[],
-        promises: &[Stdio],
-        why: "none yet: unix (accept on /var/run/smtpd.sock) comes with smtpctl",
+        promises: &[Stdio, Unix, Recvfd],
+        why: "unix: accept(2) smtpctl's connections on /var/run/smtpd.sock (the parent \
+              bound it) and ask the kernel each client's uid; recvfd: a client may attach \
+              descriptors to a frame, and receiving one without it would kill control on \
+              OpenBSD (they are closed at once and the client dropped)",
         opensmtpd: "stdio unix recvfd sendfd",
         peers: &[
             Role::Lka,

@@ -46,7 +46,8 @@ pub struct ChildOpts {
 pub struct Setup {
     pub role: Role,
     pub links: Links,
-    /// Listening sockets, by index (dispatcher only).
+    /// Listening sockets, by index: the dispatcher's SMTP listeners;
+    /// control's /var/run/smtpd.sock.
     pub listeners: Vec<OwnedFd>,
     /// lka's channel to the delivery runner.
     pub runner: Option<OwnedFd>,
@@ -210,8 +211,11 @@ fn receive(spec: &RoleSpec, mut parent: Channel) -> Result<Received, String> {
                     watch_write: false,
                 });
             }
+            // The dispatcher's SMTP listeners; control's one socket.
             FromParent::Listener { index }
-                if role == Role::Dispatcher && index as usize == listeners.len() =>
+                if (role == Role::Dispatcher
+                    || (role == Role::Control && listeners.is_empty()))
+                    && index as usize == listeners.len() =>
             {
                 listeners.push(fds.next().ok_or("Listener without descriptor")?);
             }
@@ -221,7 +225,8 @@ fn receive(spec: &RoleSpec, mut parent: Channel) -> Result<Received, String> {
             FromParent::Start
                 if view_done
                     && peers.len() == spec.peers.len()
-                    && (role != Role::Lka || runner.is_some()) =>
+                    && (role != Role::Lka || runner.is_some())
+                    && (role != Role::Control || listeners.len() == 1) =>
             {
                 return Ok(Received {
                     parent,
@@ -331,6 +336,11 @@ impl Links {
                 match self.parent.recv::<FromParent>() {
                     Ok(None) => break,
                     Ok(Some(m)) if m.msg == FromParent::Shutdown => return Ok(LinkEvent::Shutdown),
+                    // `smtpctl log verbose|brief`: the same for every role.
+                    Ok(Some(crate::ipc::Received {
+                        msg: FromParent::Verbose { on },
+                        ..
+                    })) => slog::set_verbose(on),
                     Ok(Some(m)) if matches!(m.msg, FromParent::DeliveryDone { .. }) => {
                         got.push(m.msg)
                     }

@@ -100,6 +100,18 @@ fn start(role: Role) -> Started {
             .send(&FromParent::Listener { index: 0 }, vec![fd])
             .unwrap();
     }
+    // control's /var/run/smtpd.sock: a socket of the same kind, elsewhere.
+    if role == Role::Control {
+        let dir = std::env::temp_dir().join(format!("ipc-hostile-ctl-{}", std::process::id()));
+        let _ = std::fs::create_dir(&dir);
+        let path = dir.join("smtpd.sock");
+        let _ = std::fs::remove_file(&path);
+        let fd = smtpd::sys::unixsock::listen(&path, 0o600, 5).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        parent
+            .send(&FromParent::Listener { index: 0 }, vec![fd])
+            .unwrap();
+    }
     // lka's channel to the delivery runner: held open, never answered.
     let mut runner = None;
     if role == Role::Lka {

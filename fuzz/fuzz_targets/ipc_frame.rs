@@ -5,6 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use smtpd::config::view::View;
+use smtpd::ipc::ctl::{Reply, Request};
 use smtpd::ipc::frame;
 use smtpd::ipc::msg::{self, FromParent, ToParent};
 use smtpd::proc::{links, Role};
@@ -14,6 +15,9 @@ fuzz_target!(|data: &[u8]| {
     let nfds = usize::from(nfds % 6);
     let _ = frame::parse::<FromParent>(packet, nfds);
     let _ = frame::parse::<ToParent>(packet, nfds);
+    // Any local user's bytes on /var/run/smtpd.sock, and what smtpctl reads.
+    let _ = msg::parse::<Request>(packet, nfds);
+    let _ = msg::parse::<Reply>(packet, nfds);
     for (a, b) in links() {
         let _ = msg::decode_hello(a, b, packet, nfds);
         let _ = msg::decode_hello(b, a, packet, nfds);

@@ -1,22 +1,28 @@
-//! smtpctl(8). The control protocol and most commands come with the
-//! smtpctl issue; until then each says so rather than pretending. What
-//! needs no daemon is here already: `smtpctl encrypt`.
+//! smtpctl(8): control the running smtpd (`smtpd::smtpctl`), and
+//! `encrypt`, which needs no daemon. Called as `mailq`: `show queue`.
 
 #![forbid(unsafe_code)]
 
+use smtpd::smtpctl::{self, parse};
 use std::io::{BufRead, Write};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("encrypt") => std::process::exit(encrypt(&args[1..])),
-        Some(cmd) => {
-            eprintln!("smtpctl: {cmd}: the control interface is not implemented yet");
-            std::process::exit(1)
-        }
-        None => {
-            eprintln!("usage: smtpctl command [argument ...]");
-            std::process::exit(1)
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // Called as mailq: `show queue`, as OpenSMTPD's.
+    let name = std::env::args().next().unwrap_or_default();
+    if name.rsplit('/').next() == Some("mailq") {
+        args = vec!["show".into(), "queue".into()];
+    }
+    // encrypt takes the rest of the line as one password, as before.
+    if args.first().map(String::as_str) == Some("encrypt") {
+        std::process::exit(encrypt(&args[1..]));
+    }
+    match parse::parse(&args) {
+        Ok(cmd) => std::process::exit(smtpctl::run(&cmd)),
+        Err(text) => {
+            eprint!("{text}");
+            // OpenSMTPD's cmd_run() returns -1 for these.
+            std::process::exit(255)
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct Common {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlView {
     pub common: Common,
+    /// `-P mda`, `-P mta`: what `smtpctl show status` reports at start.
+    pub pause_mda: bool,
+    pub pause_mta: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,7 +280,11 @@ pub fn for_role(
     };
     Some(match role {
         Role::Parent | Role::Delivery => return None,
-        Role::Control => View::Control(ControlView { common }),
+        Role::Control => View::Control(ControlView {
+            common,
+            pause_mda: s.pause_mda,
+            pause_mta: s.pause_mta,
+        }),
         Role::Lka => View::Lka(LkaView {
             common,
             tables: cfg.tables.clone(),

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conn;
+mod control;
 pub mod headers;
 pub mod mta;
 pub mod session_log;
@@ -57,6 +58,8 @@ struct Dispatcher {
     ca: Arc<tls::CaClient>,
     /// Relaying: the SMTP client side.
     mta: mta::Mta,
+    /// `smtpctl pause smtp`: the listeners are not watched.
+    smtp_paused: bool,
 }
 
 /// Entry point after the prologue.
@@ -103,6 +106,7 @@ pub fn run(setup: Setup) -> Result<(), String> {
         tls: None,
         ca,
         mta: mta::Mta::new(view, session_id_seed()),
+        smtp_paused: false,
     };
     d.run()
 }
@@ -146,7 +150,10 @@ impl Dispatcher {
                     );
                     self.send_mta(out)?;
                 } else if r.token.0 < first_session {
-                    self.accept(r.token.0 - FIRST_OWN_TOKEN)?;
+                    // An event of this turn may predate `pause smtp`.
+                    if !self.smtp_paused {
+                        self.accept(r.token.0 - FIRST_OWN_TOKEN)?;
+                    }
                 } else {
                     self.session_ready(&r)?;
                 }
@@ -225,6 +232,7 @@ impl Dispatcher {
                     other => return Err(msg::unexpected(Role::Queue, &other)),
                 }
             }
+            Role::Control => return self.control_frame(f),
             _ => return Err(f.refuse(Role::Dispatcher)),
         };
         let Some(token) = self.requests.remove(&req) else {

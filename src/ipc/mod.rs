@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod channel;
+pub mod ctl;
 pub mod frame;
 pub mod msg;
 

@@ -6,9 +6,11 @@
 //! channel. Each message states how many descriptors travel with it; the
 //! channel checks that count on both send and receive.
 //!
-//! The channels between roles are OpenSMTPD's pairs. Today they carry only
-//! the `Hello` with which each end proves who it is once sandboxed; the
-//! issues that give a pair work add that pair's messages here.
+//! The channels between roles are OpenSMTPD's pairs. Each starts with the
+//! `Hello` with which each end proves who it is once sandboxed; a pair's
+//! enum grows the messages of the work it does (control <-> lka and ca
+//! carry nothing more yet). smtpctl's own protocol with control is in
+//! `ctl`.
 
 use crate::delivery::Outcome;
 use crate::proc::Role;
@@ -60,6 +62,8 @@ pub enum FromParent {
     Shutdown,
     /// To queue: how the local delivery of envelope `id` ended.
     DeliveryDone { id: u64, outcome: Outcome },
+    /// `smtpctl log verbose|brief`: write debug lines, or stop.
+    Verbose { on: bool },
 }
 
 impl Message for FromParent {
@@ -73,6 +77,7 @@ impl Message for FromParent {
             FromParent::Start => "Start",
             FromParent::Shutdown => "Shutdown",
             FromParent::DeliveryDone { .. } => "DeliveryDone",
+            FromParent::Verbose { .. } => "Verbose",
         }
     }
     fn fds(&self) -> usize {
@@ -92,6 +97,11 @@ pub enum ToParent {
     /// `id` locally by its action. The parent picks the method from its
     /// own config and has the delivery runner do it as the user.
     Deliver(LocalRequest),
+    /// From control (`smtpctl stop`): shut down as on SIGTERM.
+    Stop,
+    /// From control (`smtpctl log verbose|brief`): pass it to every
+    /// process.
+    Verbose { on: bool },
 }
 
 /// Whose `~/.forward` lka wants.
@@ -115,6 +125,8 @@ impl Message for ToParent {
         match self {
             ToParent::Ready { .. } => "Ready",
             ToParent::Deliver(_) => "Deliver",
+            ToParent::Stop => "Stop",
+            ToParent::Verbose { .. } => "Verbose",
         }
     }
     fn fds(&self) -> usize {
@@ -279,18 +291,94 @@ link!(
     /// control <-> lka: table updates, lookups for smtpctl.
     ControlLka
 );
-link!(
-    /// control <-> queue: show queue/envelope/message, remove, schedule.
-    ControlQueue
-);
-link!(
-    /// control <-> scheduler: pause/resume, schedule, remove, stats.
-    ControlScheduler
-);
-link!(
-    /// control <-> dispatcher: pause/resume smtp and mta, stats.
-    ControlDispatcher
-);
+/// control <-> queue: the envelopes behind `smtpctl show queue`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlQueue {
+    Hello {
+        from: Role,
+    },
+    /// control -> queue: read these envelopes (at most
+    /// `ctl::QUEUE_CHUNK`) for a show queue.
+    Describe {
+        req: u64,
+        entries: Vec<super::ctl::Scheduled>,
+    },
+    /// queue -> control: those still in the spool, in the same order.
+    Described {
+        req: u64,
+        entries: Vec<super::ctl::QueueEntry>,
+    },
+}
+
+/// control <-> scheduler: what the schedule holds, and smtpctl's
+/// operations on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlScheduler {
+    Hello {
+        from: Role,
+    },
+    /// control -> scheduler: up to `max` envelopes with ids above
+    /// `after` (of message `msgid` only, if given), in id order.
+    List {
+        req: u64,
+        after: u64,
+        msgid: Option<u32>,
+        max: u32,
+    },
+    /// scheduler -> control: the next envelopes; `more` if any are left.
+    Listed {
+        req: u64,
+        entries: Vec<super::ctl::Scheduled>,
+        more: bool,
+    },
+    /// control -> scheduler: schedule, remove, pause or resume envelopes.
+    Apply {
+        req: u64,
+        op: super::ctl::EnvelopeOp,
+        target: super::ctl::Target,
+    },
+    /// scheduler -> control: how many envelopes it changed.
+    Applied {
+        req: u64,
+        count: u64,
+    },
+    /// control -> scheduler: `smtpctl pause|resume mda|mta`.
+    PauseKind {
+        kind: crate::spool::Kind,
+        paused: bool,
+    },
+    /// control -> scheduler: its counters for `show stats`.
+    Stats {
+        req: u64,
+    },
+    /// scheduler -> control
+    StatsAre {
+        req: u64,
+        stats: Vec<(String, u64)>,
+    },
+}
+
+/// control <-> dispatcher: `smtpctl pause|resume smtp`, and counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlDispatcher {
+    Hello {
+        from: Role,
+    },
+    /// control -> dispatcher: stop accepting on the listeners, or
+    /// accept again. Sessions already open go on.
+    PauseSmtp {
+        paused: bool,
+    },
+    /// control -> dispatcher: its counters for `show stats`.
+    Stats {
+        req: u64,
+    },
+    /// dispatcher -> control
+    StatsAre {
+        req: u64,
+        stats: Vec<(String, u64)>,
+    },
+}
 link!(
     /// control <-> ca: log verbosity, profiling.
     ControlCa
@@ -599,6 +687,11 @@ pub enum QueueScheduler {
     PermFailed {
         id: u64,
     },
+    /// scheduler -> queue: `smtpctl remove`: these envelopes left the
+    /// schedule; delete them from the spool (no bounce).
+    Remove {
+        ids: Vec<u64>,
+    },
 }
 
 /// What the dispatcher needs to know of a private key it never sees.
@@ -706,9 +799,28 @@ link_impl!(QueueScheduler {
     Delayed => 0,
     Delivered => 0,
     TempFailed => 0,
-    PermFailed => 0
+    PermFailed => 0,
+    Remove => 0
 });
 link_impl!(DispatcherCa { Keys => 0, Sign => 0, Signature => 0, SignFailed => 0 });
+link_impl!(ControlQueue {
+    Describe => 0,
+    Described => 0
+});
+link_impl!(ControlScheduler {
+    List => 0,
+    Listed => 0,
+    Apply => 0,
+    Applied => 0,
+    PauseKind => 0,
+    Stats => 0,
+    StatsAre => 0
+});
+link_impl!(ControlDispatcher {
+    PauseSmtp => 0,
+    Stats => 0,
+    StatsAre => 0
+});
 
 /// Decode a frame that arrived at `me` from `peer` with the enum of their
 /// channel and return the role its Hello names. `None` if the two have no

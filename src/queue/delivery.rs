@@ -57,6 +57,10 @@ impl Queue {
                     Err(_) => Ok(()),
                 }
             }
+            QueueScheduler::Remove { ids } => {
+                self.removed_by_admin(ids);
+                Ok(())
+            }
             other => Err(msg::unexpected(Role::Scheduler, &other)),
         }
     }

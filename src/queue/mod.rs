@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod bounce;
+mod control;
 mod delivery;
 
 use crate::config::view::View;
@@ -138,6 +139,10 @@ impl Service for Queue {
                 }
                 Role::Lka => {
                     self.lka_frame(f)?;
+                    continue;
+                }
+                Role::Control => {
+                    self.control_frame(links, lp, f)?;
                     continue;
                 }
                 _ => return Err(f.refuse(Role::Queue)),

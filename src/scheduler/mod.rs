@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod control;
 pub mod schedule;
 
 use crate::config::view::View;
@@ -58,6 +59,10 @@ impl Service for Scheduler {
     fn frames(&mut self, links: &mut Links, lp: &Loop, frames: Vec<Frame>) -> Result<(), String> {
         let t = unix_now();
         for f in frames {
+            if f.peer == Role::Control {
+                self.control_frame(links, lp, f)?;
+                continue;
+            }
             if f.peer != Role::Queue {
                 return Err(f.refuse(Role::Scheduler));
             }
@@ -98,7 +103,13 @@ impl Service for Scheduler {
                             links.send(lp, Role::Queue, &m, Vec::new())?;
                         }
                     }
-                    Some(Retry::Removed) | None => {}
+                    // Removed by smtpctl while it was tried: it leaves
+                    // the spool now.
+                    Some(Retry::Removed) => {
+                        let m = QueueScheduler::Remove { ids: vec![id] };
+                        links.send(lp, Role::Queue, &m, Vec::new())?;
+                    }
+                    None => {}
                 },
                 other => return Err(msg::unexpected(Role::Queue, &other)),
             }

@@ -503,6 +503,34 @@ impl Schedule {
         self.paused[slot(kind)]
     }
 
+    /// `smtpctl show queue`: up to `max` entries with ids above `after`,
+    /// of message `msgid` only if given, in id order; and whether more
+    /// follow. Bounded work per call, so a huge queue is listed in turns.
+    pub fn list(&self, after: u64, msgid: Option<u32>, max: usize) -> (Vec<(u64, &Entry)>, bool) {
+        let hi = match msgid {
+            Some(m) => u64::from(m) << 32 | 0xffff_ffff,
+            None => u64::MAX,
+        };
+        let lo = match msgid {
+            Some(m) => (u64::from(m) << 32).max(after.saturating_add(1)),
+            None => after.saturating_add(1),
+        };
+        if after == u64::MAX || lo > hi {
+            return (Vec::new(), false);
+        }
+        let mut it = self.entries.range(lo..=hi).map(|(&id, e)| (id, e));
+        let out: Vec<_> = it.by_ref().take(max).collect();
+        (out, it.next().is_some())
+    }
+
+    /// How many entries are in flight (for `show stats`).
+    pub fn in_flight(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| e.state == State::InFlight)
+            .count()
+    }
+
     /// Apply `f` to every envelope of `target`; count the trues. The ids
     /// are collected first: `f` may remove entries.
     fn each(&mut self, target: Target, mut f: impl FnMut(&mut Self, u64) -> bool) -> usize {
@@ -863,6 +891,28 @@ mod tests {
         assert_eq!(s.schedule(Target::Envelope(a), T0 + DAY), 1);
         assert_eq!(s.due(T0 + DAY, 10), vec![a]);
         check(&s);
+    }
+
+    #[test]
+    fn list_in_turns_and_by_message() {
+        let mut s = Schedule::new(100, &[]);
+        for (m, n) in [(1u32, 3u32), (2, 2)] {
+            for i in 1..=n {
+                s.insert(evp(m, i), NewEntry::new(Kind::Local, 0, 100))
+                    .unwrap();
+            }
+        }
+        let (a, more) = s.list(0, None, 4);
+        assert_eq!(a.len(), 4);
+        assert!(more);
+        let (b, more) = s.list(a[3].0, None, 4);
+        assert_eq!(b.iter().map(|x| x.0).collect::<Vec<_>>(), vec![evp(2, 2)]);
+        assert!(!more);
+        let (m2, more) = s.list(0, Some(2), 10);
+        assert_eq!(m2.len(), 2);
+        assert!(!more);
+        assert!(s.list(u64::MAX, None, 10).0.is_empty());
+        assert!(s.list(evp(2, 2), Some(1), 10).0.is_empty());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod seal;
 pub mod signal;
 pub mod sockaddr;
 pub mod tcpconnect;
+pub mod unixsock;
 
 #[cfg(target_os = "linux")]
 pub mod landlock;
