@@ -1,10 +1,11 @@
 //! The SMTP client protocol engine for one outgoing connection (the
 //! "mta" of OpenSMTPD), without I/O.
 //!
-//! The driver (the dispatcher's event loop, or a test) feeds it the
-//! server's bytes (`Client::input`, any split) and its own decisions
-//! (`send_message`, `tls_started`, `body_done`, `quit`, `timeout`); the
-//! engine returns `Event`s: bytes to send, the STARTTLS handshake to do,
+//! The driver (the dispatcher's event loop, the local LMTP delivery's
+//! blocking loop, or a test) feeds it the server's bytes
+//! (`Client::input`, any split) and its own decisions (`send_message`,
+//! `tls_started`, `body_done`, `quit`, `timeout`, `abort`); the engine
+//! returns `Event`s: bytes to send, the STARTTLS handshake to do,
 //! a message body to stream, per-message results, and `Close`. No sockets,
 //! no clocks: every behaviour is a function of the bytes and calls fed in.
 //!
@@ -91,6 +92,14 @@ pub struct Config {
     /// Speak LMTP (RFC 2033): LHLO, and one reply per accepted recipient
     /// after the message.
     pub lmtp: bool,
+    /// Use PIPELINING when the server offers it. The local LMTP delivery
+    /// does not, so that, as OpenSMTPD's mail.lmtp, it sends DATA only
+    /// once a recipient was accepted.
+    pub pipelining: bool,
+    /// Send only the local part of each recipient in RCPT TO: the local
+    /// LMTP delivery without `rcpt-to` gives the user's login name
+    /// (mail.lmtp -u), which is no address.
+    pub rcpt_local_part: bool,
 }
 
 impl Config {
@@ -102,6 +111,8 @@ impl Config {
             tls_active: false,
             auth: None,
             lmtp: false,
+            pipelining: true,
+            rcpt_local_part: false,
         }
     }
 }
@@ -124,7 +135,9 @@ pub struct Envelope {
     pub id: u64,
     /// `None` is the null path `<>` (bounces).
     pub mail_from: Option<Mailbox>,
-    /// The message size, for `SIZE=` and the server's limit.
+    /// The message size, for `SIZE=` and the server's limit; 0 when not
+    /// known (the local LMTP delivery streams what it is given): no
+    /// `SIZE=` then.
     pub size: u64,
     /// The body has 8-bit bytes: needs 8BITMIME.
     pub body_8bit: bool,

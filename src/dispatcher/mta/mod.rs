@@ -652,10 +652,13 @@ fn done(task: &Task, at: &(u64, String, String), outcomes: Vec<client::Outcome>)
                     lines: vec!["4.4.0 no reply for this recipient".into()],
                 })
             });
+            // A reply may run to MAX_REPLY_LINES lines: what goes on, to
+            // the log, the queue and a bounce, is cut to a sane length.
+            let text = |r: &client::Reply| cut(&r.to_string(), MAX_STAT).to_string();
             let (outcome, stat) = match o {
-                client::Outcome::Ok(r) => (Outcome::Delivered, r.to_string()),
-                client::Outcome::TempFail(r) => (Outcome::TempFail(r.to_string()), r.to_string()),
-                client::Outcome::PermFail(r) => (Outcome::PermFail(r.to_string()), r.to_string()),
+                client::Outcome::Ok(r) => (Outcome::Delivered, text(&r)),
+                client::Outcome::TempFail(r) => (Outcome::TempFail(text(&r)), text(&r)),
+                client::Outcome::PermFail(r) => (Outcome::PermFail(text(&r)), text(&r)),
             };
             log_delivery(at, env, &outcome, &stat);
             relayed(env, outcome)
@@ -708,6 +711,18 @@ fn log_delivery(at: &(u64, String, String), env: &RelayEnvelope, outcome: &Outco
         crate::log::duration_text(delay),
         crate::log::escape(stat.as_bytes())
     );
+}
+
+/// Longest reply text kept for a recipient's outcome.
+const MAX_STAT: usize = 1024;
+
+/// `s` cut to at most `max` bytes (it is ASCII: the engine made it so).
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// An address as OpenSMTPD's sa_to_text writes it: IPv6 in brackets.

@@ -20,10 +20,14 @@ pub(crate) fn path(m: &Option<Mailbox>) -> Option<String> {
     let Some(m) = m else {
         return Some(String::new());
     };
-    let s = m.to_string();
-    let ok = s
-        .chars()
-        .all(|c| !c.is_control() && !c.is_whitespace() && c != '<' && c != '>');
+    token(m.to_string())
+}
+
+/// `s` if it is one token that is safe between `<` and `>`.
+pub(crate) fn token(s: String) -> Option<String> {
+    let ok = !s.is_empty()
+        && s.chars()
+            .all(|c| !c.is_control() && !c.is_whitespace() && c != '<' && c != '>');
     ok.then_some(s)
 }
 
@@ -62,7 +66,7 @@ fn orcpt(s: &str) -> bool {
 /// caller has checked that it offers what the message needs.
 pub(crate) fn mail(env: &Envelope, from: &str, utf8: bool, caps: &Capabilities) -> Vec<u8> {
     let mut s = format!("MAIL FROM:<{from}>");
-    if caps.size.is_some() {
+    if caps.size.is_some() && env.size > 0 {
         s += &format!(" SIZE={}", env.size);
     }
     if env.body_8bit {

@@ -193,8 +193,15 @@ impl Client {
 
     /// The driver's timer fired: everything in flight fails temporarily.
     pub fn timeout(&mut self) -> Vec<Event> {
+        self.abort("timeout")
+    }
+
+    /// The driver gives up for a reason of its own (a read or write
+    /// error, the message file unreadable mid-body): everything in flight
+    /// fails temporarily, with `why` in the reply.
+    pub fn abort(&mut self, why: &str) -> Vec<Event> {
         let mut ev = Vec::new();
-        self.fail("timeout", None, false, &mut ev);
+        self.fail(why, None, false, &mut ev);
         ev
     }
 

@@ -601,6 +601,51 @@ fn bad_helo_name_is_replaced() {
     assert_eq!(sent(&c.input(b"220 mx\r\n")), "EHLO localhost\r\n");
 }
 
+/// The local LMTP delivery's settings: no PIPELINING even when offered
+/// (no DATA once every recipient is refused), the local part alone in
+/// RCPT TO, no `SIZE=` for a size not known, and a driver's own reason
+/// for giving up in the outcome.
+#[test]
+fn local_lmtp_settings() {
+    let mut cfg = cfg();
+    cfg.lmtp = true;
+    cfg.pipelining = false;
+    cfg.rcpt_local_part = true;
+    let start = |cfg: &Config, size: u64| {
+        let mut c = Client::new(cfg.clone());
+        assert_eq!(
+            sent(&c.input(b"220 lmtp ready\r\n")),
+            "LHLO mx.example.org\r\n"
+        );
+        c.input(b"250-lmtp\r\n250-PIPELINING\r\n250 SIZE 100000\r\n");
+        let mut e = env(1, &["bob@example.net", "carol@example.net"]);
+        e.size = size;
+        let ev = c.send_message(e);
+        (c, ev)
+    };
+    let (mut c, ev) = start(&cfg, 0);
+    assert_eq!(sent(&ev), "MAIL FROM:<alice@example.org>\r\n");
+    assert_eq!(sent(&c.input(b"250 ok\r\n")), "RCPT TO:<bob>\r\n");
+    assert_eq!(sent(&c.input(b"550 no\r\n")), "RCPT TO:<carol>\r\n");
+    let ev = c.input(b"450 later\r\n");
+    assert_eq!(sent(&ev), "");
+    let outcomes: Vec<_> = done(&ev)[0].1.iter().map(code).collect();
+    assert_eq!(outcomes, [("perm", 550), ("temp", 450)]);
+
+    // A known size is given; `abort` fails what is in flight with the
+    // driver's reason.
+    let (mut c, ev) = start(&cfg, 42);
+    assert_eq!(sent(&ev), "MAIL FROM:<alice@example.org> SIZE=42\r\n");
+    let ev = c.abort("reading the message: I/O error");
+    assert_eq!(
+        done(&ev)[0].1[0],
+        Outcome::TempFail(Reply::local(421, "4.4.0 reading the message: I/O error"))
+    );
+    assert_eq!(error(&ev), Some("reading the message: I/O error"));
+    assert_eq!(ev.last(), Some(&Event::Close));
+    assert!(!sent(&ev).contains("QUIT"));
+}
+
 /// A small deterministic generator (xorshift), so failures reproduce.
 struct Gen(u64);
 
@@ -742,6 +787,8 @@ fn random_input_never_panics_or_sends_garbage() {
             TlsPolicy::Opportunistic,
             TlsPolicy::Required,
         ][g.below(3)];
+        cfg.pipelining = g.below(4) != 0;
+        cfg.rcpt_local_part = g.below(4) == 0;
         let mut c = Client::new(cfg);
         let mut ids = Vec::new();
         let mut ev: Vec<Event> = Vec::new();

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 
-use super::super::command::{self, path};
+use super::super::command::{self, path, token};
 use super::super::{Envelope, Event, Outcome, Reply};
 use super::{Client, Expect};
 
@@ -133,7 +133,12 @@ impl Client {
         rest.push_back((command::mail(&env, &from, utf8, &self.caps), Expect::Mail));
         let mut outcomes = vec![None; n];
         for (i, r) in env.rcpts.iter().enumerate() {
-            match path(&Some(r.addr.clone())) {
+            let to = if self.cfg.rcpt_local_part {
+                token(r.addr.local.clone())
+            } else {
+                path(&Some(r.addr.clone()))
+            };
+            match to {
                 Some(to) => rest.push_back((command::rcpt(r, &to, &self.caps), Expect::Rcpt(i))),
                 None => {
                     let r = Reply::local(553, "5.1.3 invalid recipient address");
@@ -174,7 +179,7 @@ impl Client {
         if early || tx.rest.is_empty() {
             return self.tx_finish(ev);
         }
-        let take = if self.caps.pipelining {
+        let take = if self.caps.pipelining && self.cfg.pipelining {
             tx.rest.len()
         } else {
             1
