@@ -200,6 +200,22 @@ def test_pause_and_resume_smtp(instances):
     assert len(spool_envelopes(d)) == 1
 
 
+def test_smtpd_minus_p_smtp_starts_with_smtp_paused(instances):
+    """`smtpd -P smtp`, as OpenSMTPD's: listeners bound but not accepted
+    from; `smtpctl resume smtp` takes the waiting client."""
+    d = instances(CONF, args=["-P", "smtp"])
+    assert ok(d, "show", "status") == "MDA paused\nMTA running\nSMTP paused\n"
+    c = d.connect(timeout=1.5)
+    try:
+        with pytest.raises(socket.timeout):
+            c.recv(100)
+        assert ok(d, "resume", "smtp") == "command succeeded\n"
+        c.settimeout(10)
+        assert c.recv(100).startswith(b"220 ")
+    finally:
+        c.close()
+
+
 def test_pause_and_resume_mda_and_mta(instances):
     d = instances(CONF)  # empty queue: resuming mda delivers nothing
     assert ok(d, "pause", "mta") == "command succeeded\n"

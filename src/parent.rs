@@ -49,6 +49,7 @@ pub struct Opts {
     /// -P mda, -P mta: start with those deliveries paused.
     pub pause_mda: bool,
     pub pause_mta: bool,
+    pub pause_smtp: bool,
 }
 
 struct Child {
@@ -76,6 +77,7 @@ pub fn run(opts: Opts) -> i32 {
     let mut cfg = loaded.config;
     cfg.settings.pause_mda = opts.pause_mda;
     cfg.settings.pause_mta = opts.pause_mta;
+    cfg.settings.pause_smtp = opts.pause_smtp;
     if opts.check_only {
         if opts.verbose {
             print!("{}", config::print::print(&cfg));

@@ -61,7 +61,7 @@ fn main() {
                         'P' => match value.as_str() {
                             "mda" => opts.pause_mda = true,
                             "mta" => opts.pause_mta = true,
-                            "smtp" => unsupported("-P smtp"),
+                            "smtp" => opts.pause_smtp = true,
                             _ => {
                                 eprintln!("smtpd: invalid system specified: {value}");
                                 std::process::exit(1)
@@ -92,10 +92,5 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!("{USAGE}");
-    std::process::exit(1)
-}
-
-fn unsupported(what: &str) -> ! {
-    eprintln!("smtpd: {what} is not supported yet");
     std::process::exit(1)
 }

@@ -333,6 +333,8 @@ pub struct Settings {
     /// paused (never from the file).
     pub pause_mda: bool,
     pub pause_mta: bool,
+    /// `smtpd -P smtp`: start without accepting SMTP sessions.
+    pub pause_smtp: bool,
     pub mta_max_deferred: u64,
     pub srs_key: Option<String>,
     pub srs_key_backup: Option<String>,
@@ -357,6 +359,7 @@ impl Default for Settings {
             sub_addr_delim: '+',
             pause_mda: false,
             pause_mta: false,
+            pause_smtp: false,
             mta_max_deferred: 100,
             srs_key: None,
             srs_key_backup: None,

@@ -48,9 +48,11 @@ pub struct Common {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlView {
     pub common: Common,
-    /// `-P mda`, `-P mta`: what `smtpctl show status` reports at start.
+    /// `-P mda`, `-P mta`, `-P smtp`: what `smtpctl show status` reports
+    /// at start.
     pub pause_mda: bool,
     pub pause_mta: bool,
+    pub pause_smtp: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +143,9 @@ pub struct DispatcherView {
     /// The system's root certificates (PEM), for `tls` relays without a
     /// `ca`; empty if the bundle is missing.
     pub roots_pem: Vec<u8>,
+    /// `smtpd -P smtp`: the listeners are not watched until `smtpctl
+    /// resume smtp`.
+    pub pause_smtp: bool,
 }
 
 /// What the parent read from disk and the system for the views.
@@ -284,6 +289,7 @@ pub fn for_role(
             common,
             pause_mda: s.pause_mda,
             pause_mta: s.pause_mta,
+            pause_smtp: s.pause_smtp,
         }),
         Role::Lka => View::Lka(LkaView {
             common,
@@ -326,6 +332,7 @@ pub fn for_role(
             max_message_size: s.max_message_size,
             relays: material.relays.clone(),
             roots_pem: material.roots_pem.clone(),
+            pause_smtp: s.pause_smtp,
         }),
     })
 }

@@ -88,7 +88,7 @@ pub fn run(setup: Setup) -> Result<(), String> {
         paused: Paused {
             mda: view.pause_mda,
             mta: view.pause_mta,
-            smtp: false,
+            smtp: view.pause_smtp,
         },
         started: crate::spool::unix_now(),
         accept_blocked: false,

@@ -87,8 +87,11 @@ pub fn run(setup: Setup) -> Result<(), String> {
             .set_nonblocking(true)
             .map_err(|e| e.to_string())?;
         let l = TcpListener::from_std(std_listener);
-        lp.watch(l.as_raw_fd(), Token(FIRST_OWN_TOKEN + i), false)
-            .map_err(|e| e.to_string())?;
+        // `-P smtp`: bound, but not accepted from until `resume smtp`.
+        if !view.pause_smtp {
+            lp.watch(l.as_raw_fd(), Token(FIRST_OWN_TOKEN + i), false)
+                .map_err(|e| e.to_string())?;
+        }
         listeners.push(l);
     }
     let next_token = FIRST_OWN_TOKEN + listeners.len();
@@ -106,7 +109,7 @@ pub fn run(setup: Setup) -> Result<(), String> {
         tls: None,
         ca,
         mta: mta::Mta::new(view, session_id_seed()),
-        smtp_paused: false,
+        smtp_paused: view.pause_smtp,
     };
     d.run()
 }
