@@ -47,6 +47,7 @@ fn view_with(port: u16, lmtp: bool) -> &'static DispatcherView {
             helo_src: Vec::new(),
         }],
         roots_pem: Vec::new(),
+        pause_smtp: false,
     }))
 }
 
