@@ -410,3 +410,39 @@ def test_src_and_helo_src_choose_the_source_address_and_greeting(request, world,
         assert b"EHLO helo-from-src.test" in dest.commands()
     finally:
         inst.stop()
+
+
+def test_a_temporary_failure_is_retried_on_the_relay_backoff(world, relay):
+    """After a 4xx the envelope stays queued with its error and retry
+    count, its next try OpenSMTPD's relay backoff away (400 s after the
+    first); `smtpctl schedule` makes the mta try it again now."""
+    from test_smtpctl import ok
+    bad = world.hostile("h-retry.test", "tempfail", at="rcpt", v6=False)
+    world.mx("retry.test", ("h-retry.test", 10))
+    send(relay, "sender@ours.test", ["rcpt@retry.test"], message("retry"))
+    wait_delivery(relay, "rcpt@retry.test", result="TempFail")
+
+    def line():
+        lines = [l for l in ok(relay, "show", "queue").splitlines() if "rcpt@retry.test" in l]
+        assert len(lines) == 1, lines
+        return lines[0].split("|")
+
+    f = line()
+    deadline = time.monotonic() + 10
+    while f[11] != "pending":  # the outcome reaches the scheduler just after the log line
+        assert time.monotonic() < deadline, f
+        time.sleep(0.1)
+        f = line()
+    assert f[2] == "mta" and f[10] == "1", f
+    assert 380 <= int(f[12]) <= 400, f"next try in {f[12]} s, not the relay backoff"
+    assert "421" in f[13], f
+    connects = len([e for e in bad.events() if e["ev"] == "connect"])
+    assert ok(relay, "schedule", f[0]) == "1 envelope scheduled\n"
+    bad.wait_event(lambda e: e["ev"] == "connect" and e["conn"] > connects, timeout=20)
+    deadline = time.monotonic() + 20
+    while line()[10] != "2":
+        assert time.monotonic() < deadline, line()
+        time.sleep(0.1)
+    f = line()
+    # The second step of the backoff: 400 s x 2^2 from ctime.
+    assert int(f[12]) > 1200, f
