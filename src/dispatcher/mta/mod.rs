@@ -42,8 +42,10 @@ use crate::smtp::client::{self, Credentials, Password, TlsPolicy};
 use crate::spool::{DsnRet, Notify};
 use conn::{Conn, ConnEvent, Setup, Target};
 
-/// Most connections open at once for one route, and in all.
+/// Most connections open at once for one route, to one address (many
+/// domains share a provider's MX hosts), and in all.
 const MAX_CONNS_PER_ROUTE: usize = 10;
+const MAX_CONNS_PER_HOST: usize = 20;
 const MAX_CONNS: usize = 200;
 /// Most recipients in one transaction (RFC 5321 4.5.3.1.8 asks servers
 /// to take at least 100).
@@ -389,6 +391,16 @@ impl Mta {
             if !wanted || route.conns >= MAX_CONNS_PER_ROUTE || self.conns.len() >= MAX_CONNS {
                 return out;
             }
+            // The host a new connection tries first.
+            let first = targets[0].addr.ip();
+            let to_host = self
+                .conns
+                .values()
+                .filter(|c| c.conn.target.addr.ip() == first)
+                .count();
+            if to_host >= MAX_CONNS_PER_HOST {
+                return out;
+            }
             let setup = match self.setup(route.relay) {
                 Ok(s) => s,
                 Err(why) => {
@@ -564,7 +576,17 @@ impl Mta {
                     if let Some(r) = self.routes.get_mut(&key) {
                         r.conns -= 1;
                     }
-                    out.extend(self.kick(lp, &key, next_req));
+                    // A slot is free: this route, and any other waiting
+                    // on the per-host or overall limit, may go on.
+                    let waiting: Vec<RouteKey> = self
+                        .routes
+                        .iter()
+                        .filter(|(k, r)| **k == key || !r.tasks.is_empty())
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in waiting {
+                        out.extend(self.kick(lp, &k, next_req));
+                    }
                     self.forget_if_done(&key);
                     return out;
                 }

@@ -19,6 +19,18 @@ fn view(port: u16) -> &'static DispatcherView {
 }
 
 fn view_with(port: u16, lmtp: bool) -> &'static DispatcherView {
+    view_actions(port, lmtp, &["out"])
+}
+
+/// One smarthost relay action per name, all to 127.0.0.1:port.
+fn view_actions(port: u16, lmtp: bool, actions: &[&str]) -> &'static DispatcherView {
+    let relays = actions
+        .iter()
+        .map(|a| RelayView {
+            action: a.to_string(),
+            ..relay(port, lmtp)
+        })
+        .collect();
     Box::leak(Box::new(DispatcherView {
         common: Common {
             hostname: "relay.test".into(),
@@ -29,26 +41,30 @@ fn view_with(port: u16, lmtp: bool) -> &'static DispatcherView {
         max_mails: 100,
         max_rcpt: 1000,
         max_message_size: 35 << 20,
-        relays: vec![RelayView {
-            action: "out".into(),
-            host: Some(RelayHost {
-                host: "mx.test".into(),
-                port,
-                lmtp,
-            }),
-            backup: None,
-            helo: None,
-            tls: RelayTls::Opportunistic,
-            ca_pem: None,
-            auth: None,
-            mail_from: None,
-            pki: None,
-            src: Vec::new(),
-            helo_src: Vec::new(),
-        }],
+        relays,
         roots_pem: Vec::new(),
         pause_smtp: false,
     }))
+}
+
+fn relay(port: u16, lmtp: bool) -> RelayView {
+    RelayView {
+        action: "out".into(),
+        host: Some(RelayHost {
+            host: "mx.test".into(),
+            port,
+            lmtp,
+        }),
+        backup: None,
+        helo: None,
+        tls: RelayTls::Opportunistic,
+        ca_pem: None,
+        auth: None,
+        mail_from: None,
+        pki: None,
+        src: Vec::new(),
+        helo_src: Vec::new(),
+    }
 }
 
 fn envelope(id: u64, dest: &str) -> RelayEnvelope {
@@ -523,4 +539,80 @@ fn lmtp_relays_get_one_final_reply_per_recipient() {
     );
     let seen = seen.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(seen.commands[0].starts_with("LHLO "), "{:?}", seen.commands);
+}
+
+#[test]
+fn connections_to_one_host_are_capped_across_routes() {
+    // Three routes (relay actions) to one host, 15 messages each: each
+    // route may open 10 connections, the host takes at most 20.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let (l, port) = local();
+    let open = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    {
+        let (open, most) = (open.clone(), most.clone());
+        thread::spawn(move || {
+            for sock in l.incoming() {
+                let Ok(sock) = sock else { return };
+                let (open, most) = (open.clone(), most.clone());
+                thread::spawn(move || {
+                    let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    // Slow to greet, so connections overlap.
+                    thread::sleep(Duration::from_millis(300));
+                    let mut w = sock.try_clone().unwrap();
+                    let mut r = BufReader::new(sock);
+                    let _ = w.write_all(b"220 mx.test ESMTP\r\n");
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            break;
+                        }
+                        let cmd = line.trim_end();
+                        let _ = w.write_all(good(cmd).unwrap().as_bytes());
+                        if cmd == "DATA" {
+                            let mut l = Vec::new();
+                            while r.read_until(b'\n', &mut l).unwrap_or(0) > 0 && l != b".\r\n" {
+                                l.clear();
+                            }
+                            let _ = w.write_all(good(".").unwrap().as_bytes());
+                        }
+                        if cmd == "QUIT" {
+                            break;
+                        }
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+    }
+    let mut lp = Loop::new().unwrap();
+    let mut mta = Mta::new(view_actions(port, false, &["a", "b", "c"]), 1);
+    let mut req = 0;
+    let mut out = Vec::new();
+    for (r, action) in ["a", "b", "c"].iter().enumerate() {
+        for i in 0..15u64 {
+            let mut env = envelope(((r as u64 * 100 + i + 1) << 32) | 1, "bob@there.test");
+            env.action = action.to_string();
+            out.extend(mta.relay(&lp, env, message(b"x\r\n"), &mut req));
+        }
+    }
+    let results = run(
+        &mut mta,
+        &mut lp,
+        out,
+        vec!["127.0.0.1".parse().unwrap()],
+        45,
+    );
+    assert_eq!(results.len(), 45);
+    assert!(
+        results.iter().all(|(_, o)| *o == Outcome::Delivered),
+        "{results:?}"
+    );
+    let most = most.load(Ordering::SeqCst);
+    assert!(
+        (11..=20).contains(&most),
+        "at most {most} connections at once"
+    );
 }
