@@ -446,3 +446,56 @@ def test_a_temporary_failure_is_retried_on_the_relay_backoff(world, relay):
     f = line()
     # The second step of the backoff: 400 s x 2^2 from ctime.
     assert int(f[12]) > 1200, f
+
+
+def test_srs_rewrites_forwarded_senders_and_routes_their_bounces_back(request, world, workroot):
+    """`srs key` + `relay ... srs`: mail an alias forwards to another
+    domain leaves with an SRS0 sender at the alias's domain; a bounce to
+    that address is sent to the original sender. A forged one is not."""
+    far = world.smtp_sink("mx-far.test", v6=False)
+    world.mx("far.test", ("mx-far.test", 10))
+    origin = world.smtp_sink("mx-origin.test", v6=False)
+    world.mx("origin.test", ("mx-origin.test", 10))
+    conf = (
+        "srs key s3cr3t\n"
+        "table aliases { fwd = someone@far.test }\n"
+        "listen on 127.0.0.1\n"
+        'action "local" mbox alias <aliases>\n'
+        'action "out" relay srs\n'
+        'match from local for domain "local.test" action "local"\n'
+        'match from local for any action "out"\n'
+    )
+    host = world.host("ours6.test", v6=False)
+    inst = Instance(os.path.join(workroot, "relay-ours-srs"), conf, name="relay-srs",
+                    netns=host.netns, binds=world.binds(), deliver=True)
+    request.node._smtpd_instances.append(inst)
+    inst.start()
+    try:
+        send(inst, "orig@origin.test", ["fwd@local.test"], message("srs"))
+        wait_delivery(inst, "someone@far.test")
+        (got,) = far.wait_messages(1)
+        assert re.fullmatch(r"SRS0=[A-Za-z0-9+_]{4}=[A-Z2-7]{2}=origin\.test=orig@local\.test", got.sender), got.sender
+        assert got.recipients == ["someone@far.test"]
+
+        # The far side bounces to the SRS sender: it goes to orig@origin.test.
+        send(inst, "", [got.sender], message("srsbounce"))
+        wait_delivery(inst, "orig@origin.test")
+        (b,) = origin.wait_messages(1)
+        assert b.recipients == ["orig@origin.test"] and b.sender == ""
+
+        # A forged SRS address (wrong hash) is not decoded: nobody local
+        # has that name, so it is refused.
+        forged = "SRS0=AAAA" + got.sender[9:]
+        with inst.netns():
+            import smtplib
+            s = smtplib.SMTP("127.0.0.1", 25, timeout=10)
+            try:
+                s.ehlo()
+                s.mail("")
+                code, _ = s.rcpt(forged)
+                assert code >= 500, code
+            finally:
+                s.quit()
+        assert "SRS failed to decode" in inst.log()
+    finally:
+        inst.stop()

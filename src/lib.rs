@@ -42,6 +42,7 @@ pub mod scheduler;
 pub mod smtp;
 pub mod smtpctl;
 pub mod spool;
+pub mod srs;
 
 /// The version printed in logs and banners.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -72,6 +72,8 @@ pub struct RelayView {
     pub src: Vec<std::net::IpAddr>,
     /// `helo-src`: the name to greet with, by source address.
     pub helo_src: Vec<(std::net::IpAddr, String)>,
+    /// `srs`: rewrite the sender of forwarded mail (needs `srs key`).
+    pub srs: bool,
 }
 
 /// Every relay action of `cfg`, with the files they name read.
@@ -176,6 +178,7 @@ fn view(
         pki: o.pki.clone(),
         src,
         helo_src,
+        srs: o.srs,
     })
 }
 

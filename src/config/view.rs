@@ -74,6 +74,9 @@ pub struct LkaView {
     pub listener_auth: Vec<Option<super::ast::TableRef>>,
     /// Per listener: its `senders` table, if any.
     pub listener_senders: Vec<Option<super::ast::TableRef>>,
+    /// `srs key ...`: bounces to SRS addresses are sent to what they
+    /// stand for.
+    pub srs: Option<crate::srs::Srs>,
 }
 
 /// Queue lifetime settings, shared by queue and scheduler.
@@ -146,6 +149,8 @@ pub struct DispatcherView {
     /// `smtpd -P smtp`: the listeners are not watched until `smtpctl
     /// resume smtp`.
     pub pause_smtp: bool,
+    /// `srs key ...`: for relay actions with `srs`.
+    pub srs: Option<crate::srs::Srs>,
 }
 
 /// What the parent read from disk and the system for the views.
@@ -310,6 +315,7 @@ pub fn for_role(
                 .iter()
                 .map(|l| l.opts.senders.as_ref().map(|(t, _)| t.clone()))
                 .collect(),
+            srs: crate::srs::Srs::from_settings(s),
         }),
         Role::Queue => View::Queue(QueueView { common, queue }),
         Role::Scheduler => View::Scheduler(SchedulerView {
@@ -333,6 +339,7 @@ pub fn for_role(
             relays: material.relays.clone(),
             roots_pem: material.roots_pem.clone(),
             pause_smtp: s.pause_smtp,
+            srs: crate::srs::Srs::from_settings(s),
         }),
     })
 }

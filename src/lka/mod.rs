@@ -108,6 +108,27 @@ impl Lka {
             Ok(None) => return refuse("Invalid recipient: empty".into()),
             Err(e) => return refuse(format!("Invalid recipient: {e}")),
         };
+        let to = match (&self.view.srs, &from) {
+            // A bounce to an address our `srs` relays made: send it to
+            // the one it stands for (OpenSMTPD's lka_session).
+            (Some(srs), None) if is_srs(&to.local) => {
+                let today = crate::srs::today(crate::spool::unix_now());
+                match srs
+                    .decode(&to.to_string(), today)
+                    .map(|a| address::parse_path(&a, true))
+                {
+                    Some(Ok(Some(m))) => m,
+                    _ => {
+                        log::warn!(
+                            "warn: SRS failed to decode: {}",
+                            crate::log::escape(to.to_string().as_bytes())
+                        );
+                        to
+                    }
+                }
+            }
+            _ => to,
+        };
         let s = policy::SessionInfo {
             addr: session.addr,
             is_local_socket: session.addr.is_none(),
@@ -402,4 +423,11 @@ impl prologue::Service for Service {
         }
         Ok(())
     }
+}
+
+/// An SRS0 or SRS1 local part.
+fn is_srs(local: &str) -> bool {
+    local
+        .get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case("SRS0=") || p.eq_ignore_ascii_case("SRS1="))
 }

@@ -1221,6 +1221,7 @@ mod tests {
             local_addrs: vec![],
             listener_auth: vec![],
             listener_senders: vec![],
+            srs: None,
         };
         let e = Ruleset::from_view(&view, &[]).unwrap_err();
         assert!(

@@ -49,6 +49,7 @@ mod tests;
 use crate::smtp::address::Mailbox;
 
 pub use super::server::{Notify, Password, Ret};
+pub(crate) use command::base64;
 pub use data::DotStuffer;
 pub use ehlo::Capabilities;
 pub use engine::Client;

@@ -234,7 +234,7 @@ impl Mta {
             out.push(report(&env, None, Outcome::TempFail(why)));
             return out;
         };
-        let (sender, rcpt) = match addresses(relay, &env) {
+        let (sender, rcpt) = match addresses(self.view, relay, &env) {
             Ok(x) => x,
             Err(why) => {
                 out.push(report(&env, None, Outcome::PermFail(why)));
@@ -628,11 +628,30 @@ impl Mta {
     }
 }
 
-/// The sender and recipient as the engine takes them, or why not.
-fn addresses(relay: &RelayView, env: &RelayEnvelope) -> Result<(Option<Mailbox>, Mailbox), String> {
-    let sender = relay.mail_from.as_deref().unwrap_or(&env.sender);
+/// The sender and recipient as the engine takes them, or why not. On an
+/// `srs` action, the sender of forwarded mail (its recipient was
+/// rewritten: RCPT TO differs from where it goes now) becomes an SRS
+/// address at the original recipient's domain, as OpenSMTPD's mta does.
+fn addresses(
+    view: &DispatcherView,
+    relay: &RelayView,
+    env: &RelayEnvelope,
+) -> Result<(Option<Mailbox>, Mailbox), String> {
+    let mut sender = relay
+        .mail_from
+        .clone()
+        .unwrap_or_else(|| env.sender.clone());
+    if let (true, Some(srs), Some((_, domain))) = (relay.srs, &view.srs, env.rcpt.rsplit_once('@'))
+    {
+        if env.rcpt != env.dest && sender.contains('@') {
+            let today = crate::srs::today(crate::spool::unix_now());
+            if let Some(s) = srs.encode(&sender, domain, today) {
+                sender = s;
+            }
+        }
+    }
     let sender =
-        parse_path(sender, true).map_err(|e| format!("invalid sender <{}>: {e}", env.sender))?;
+        parse_path(&sender, true).map_err(|e| format!("invalid sender <{}>: {e}", env.sender))?;
     let rcpt = parse_path(&env.dest, true)
         .map_err(|e| format!("invalid recipient <{}>: {e}", env.dest))?
         .ok_or("empty recipient")?;

@@ -44,6 +44,7 @@ fn view_actions(port: u16, lmtp: bool, actions: &[&str]) -> &'static DispatcherV
         relays,
         roots_pem: Vec::new(),
         pause_smtp: false,
+        srs: None,
     }))
 }
 
@@ -64,6 +65,7 @@ fn relay(port: u16, lmtp: bool) -> RelayView {
         pki: None,
         src: Vec::new(),
         helo_src: Vec::new(),
+        srs: false,
     }
 }
 
