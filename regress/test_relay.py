@@ -499,3 +499,31 @@ def test_srs_rewrites_forwarded_senders_and_routes_their_bounces_back(request, w
         assert "SRS failed to decode" in inst.log()
     finally:
         inst.stop()
+
+
+def test_a_domain_table_picks_the_relay_host_per_domain(request, world, workroot):
+    """`relay domain <table>`: mail for a listed domain goes to its host
+    (no MX is asked); other domains go by MX."""
+    special = world.smtp_sink("special-gw.test", v6=False)
+    plain = world.smtp_sink("mx-plain.test", v6=False)
+    world.mx("plain.test", ("mx-plain.test", 10))
+    # mapped.test has no MX at all: only the table can route it.
+    conf = (
+        'table routes { mapped.test = "smtp://special-gw.test:25" }\n'
+        "listen on 127.0.0.1\n"
+        'action "out" relay domain <routes>\n'
+        'match from local for any action "out"\n'
+    )
+    host = world.host("ours7.test", v6=False)
+    inst = Instance(os.path.join(workroot, "relay-ours-domain"), conf, name="relay-domain",
+                    netns=host.netns, binds=world.binds(), deliver=True)
+    request.node._smtpd_instances.append(inst)
+    inst.start()
+    try:
+        send(inst, "sender@ours7.test", ["a@mapped.test", "b@plain.test"], message("domains"))
+        wait_delivery(inst, "a@mapped.test")
+        wait_delivery(inst, "b@plain.test")
+        assert [m.recipients for m in special.wait_messages(1)] == [["a@mapped.test"]]
+        assert [m.recipients for m in plain.wait_messages(1)] == [["b@plain.test"]]
+    finally:
+        inst.stop()

@@ -74,6 +74,9 @@ pub struct RelayView {
     pub helo_src: Vec<(std::net::IpAddr, String)>,
     /// `srs`: rewrite the sender of forwarded mail (needs `srs key`).
     pub srs: bool,
+    /// `domain <table>`: a relay host by recipient domain (lower-case);
+    /// other domains go by MX.
+    pub domains: Vec<(String, RelayHost)>,
 }
 
 /// Every relay action of `cfg`, with the files they name read.
@@ -150,6 +153,29 @@ fn view(
             pairs
         }
     };
+    let domains = match &o.domain {
+        None => Vec::new(),
+        Some(t) => {
+            let table = load(cfg, t, table_files)?;
+            let mut out = Vec::new();
+            for d in table.raw_keys() {
+                let url = table
+                    .get(d)
+                    .map_err(|e| e.to_string())?
+                    .ok_or(format!("domain table: no relay for {d}"))?;
+                let u = parse_relay_url(url)?;
+                out.push((
+                    d.to_ascii_lowercase(),
+                    RelayHost {
+                        host: u.host,
+                        port: u.port,
+                        lmtp: u.proto == "lmtp",
+                    },
+                ));
+            }
+            out
+        }
+    };
     let ca_pem = match &o.ca {
         None => None,
         Some(name) => {
@@ -179,6 +205,7 @@ fn view(
         src,
         helo_src,
         srs: o.srs,
+        domains,
     })
 }
 

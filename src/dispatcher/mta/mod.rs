@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use mio::Token;
 
 use super::tls::CaClient;
-use crate::config::relay::{RelayTls, RelayView};
+use crate::config::relay::{RelayHost, RelayTls, RelayView};
 use crate::config::view::DispatcherView;
 use crate::delivery::Outcome;
 use crate::event::Loop;
@@ -144,6 +144,8 @@ struct RouteKey {
 
 struct Route {
     relay: &'static RelayView,
+    /// The host to relay to instead of the MXs, if any.
+    host: Option<RelayHost>,
     /// Where to connect, in order, and when lka said so.
     targets: Option<(Vec<Target>, Instant)>,
     lookup: bool,
@@ -246,12 +248,22 @@ impl Mta {
         } else {
             rcpt.domain.to_string()
         };
+        // The action's smarthost, or its `domain` table's host for this
+        // domain, or none: the MXs.
+        let host = relay.host.clone().or_else(|| {
+            relay
+                .domains
+                .iter()
+                .find(|(d, _)| *d == domain)
+                .map(|(_, h)| h.clone())
+        });
         let key = RouteKey {
             action: relay.action.clone(),
             domain,
         };
         let route = self.routes.entry(key.clone()).or_insert_with(|| Route {
             relay,
+            host,
             targets: None,
             lookup: false,
             tasks: VecDeque::new(),
@@ -295,7 +307,7 @@ impl Mta {
             return Ok(Vec::new());
         };
         route.lookup = false;
-        let port = route.relay.host.as_ref().map_or(25, |h| h.port);
+        let port = route.host.as_ref().map_or(25, |h| h.port);
         let failed = match answer {
             RouteAnswer::Hosts(hosts) => {
                 if hosts.len() > MAX_ROUTE_HOSTS
@@ -358,7 +370,7 @@ impl Mta {
                 self.lookups.insert(*next_req, key.clone());
                 out.push(Out::Lka(route_request(
                     *next_req,
-                    route.relay,
+                    route,
                     key,
                     &self.view.common.hostname,
                 )));
@@ -401,7 +413,8 @@ impl Mta {
             if to_host >= MAX_CONNS_PER_HOST {
                 return out;
             }
-            let setup = match self.setup(route.relay) {
+            let host = route.host.clone();
+            let setup = match self.setup(route.relay, host.as_ref()) {
                 Ok(s) => s,
                 Err(why) => {
                     let tasks: Vec<Task> = self
@@ -442,7 +455,7 @@ impl Mta {
     }
 
     /// The engine settings and TLS config for a connection of `relay`.
-    fn setup(&mut self, relay: &RelayView) -> Result<Setup, String> {
+    fn setup(&mut self, relay: &RelayView, host: Option<&RelayHost>) -> Result<Setup, String> {
         let mut engine =
             client::Config::new(relay.helo.as_deref().unwrap_or(&self.view.common.hostname));
         let (policy, verify, smtps) = match relay.tls {
@@ -451,7 +464,7 @@ impl Mta {
             RelayTls::Smtps { verify } => (TlsPolicy::Never, verify, true),
             RelayTls::Never => (TlsPolicy::Never, false, false),
         };
-        engine.lmtp = relay.host.as_ref().is_some_and(|h| h.lmtp);
+        engine.lmtp = host.is_some_and(|h| h.lmtp);
         engine.tls = policy;
         engine.tls_active = smtps;
         engine.auth = relay.auth.as_ref().map(|a| Credentials {
@@ -658,8 +671,9 @@ fn addresses(
     Ok((sender, rcpt))
 }
 
-fn route_request(req: u64, relay: &RelayView, key: &RouteKey, hostname: &str) -> LkaDispatcher {
-    let host = relay.host.as_ref().map(|h| h.host.clone());
+fn route_request(req: u64, route: &Route, key: &RouteKey, hostname: &str) -> LkaDispatcher {
+    let relay = route.relay;
+    let host = route.host.as_ref().map(|h| h.host.clone());
     // A domain literal is its own host.
     let host = host.or_else(|| match Domain::parse(&key.domain, true) {
         Ok(Domain::Literal(ip)) => Some(ip.to_string()),

@@ -66,6 +66,7 @@ fn relay(port: u16, lmtp: bool) -> RelayView {
         src: Vec::new(),
         helo_src: Vec::new(),
         srs: false,
+        domains: Vec::new(),
     }
 }
 
