@@ -36,6 +36,18 @@ def world(workroot):
     w.close()
 
 
+def relaying(request, world, workroot, hostname, dirname, conf, v6=True):
+    """A relaying instance of ours as host `hostname` of the world, with
+    deliveries on, started; its log is shown if the test fails."""
+    host = world.host(hostname, v6=v6)
+    inst = Instance(os.path.join(workroot, dirname), conf, name=dirname, netns=host.netns,
+                    binds=world.binds(), deliver=True)
+    request.node._smtpd_instances.append(inst)
+    inst.start()
+    inst.place = host
+    return inst
+
+
 @pytest.fixture(scope="module")
 def relay(world, workroot):
     host = world.host("ours.test")
@@ -253,11 +265,7 @@ def test_smarthost_with_verified_starttls_and_auth(request, world, workroot):
         "auth <secrets> tls ca testca\n"
         'match from local for any action "smarthost"\n'
     )
-    host = world.host("ours2.test")
-    inst = Instance(os.path.join(workroot, "relay-ours-2"), conf, name="relay-smarthost",
-                    netns=host.netns, binds=world.binds(), deliver=True)
-    request.node._smtpd_instances.append(inst)
-    inst.start()
+    inst = relaying(request, world, workroot, "ours2.test", "relay-ours-2", conf)
     try:
         data = message("smart")
         send(inst, "sender@ours2.test", ["rcpt@elsewhere.test"], data)
@@ -291,11 +299,7 @@ def test_a_smarthost_with_an_untrusted_certificate_is_not_used(request, world, w
         "auth <secrets> tls ca otherca\n"
         'match from local for any action "smarthost"\n'
     )
-    host = world.host("ours3.test")
-    inst = Instance(os.path.join(workroot, "relay-ours-3"), conf, name="relay-untrusted",
-                    netns=host.netns, binds=world.binds(), deliver=True)
-    request.node._smtpd_instances.append(inst)
-    inst.start()
+    inst = relaying(request, world, workroot, "ours3.test", "relay-ours-3", conf)
     try:
         send(inst, "sender@ours3.test", ["rcpt@elsewhere.test"], message("untrusted"))
         m = wait_delivery(inst, "rcpt@elsewhere.test", result="TempFail")
@@ -362,11 +366,7 @@ def test_a_relay_presents_its_client_certificate_signed_in_ca(request, world, wo
         'action "out" relay host smtp+tls://verify-dest.test pki client tls ca testca\n'
         'match from local for any action "out"\n'
     )
-    host = world.host("ours4.test")
-    inst = Instance(os.path.join(workroot, "relay-ours-4"), conf, name="relay-client-cert",
-                    netns=host.netns, binds=world.binds(), deliver=True)
-    request.node._smtpd_instances.append(inst)
-    inst.start()
+    inst = relaying(request, world, workroot, "ours4.test", "relay-ours-4", conf)
     try:
         from test_receive import queued
         data = message("clientcert")
@@ -465,11 +465,7 @@ def test_srs_rewrites_forwarded_senders_and_routes_their_bounces_back(request, w
         'match from local for domain "local.test" action "local"\n'
         'match from local for any action "out"\n'
     )
-    host = world.host("ours6.test", v6=False)
-    inst = Instance(os.path.join(workroot, "relay-ours-srs"), conf, name="relay-srs",
-                    netns=host.netns, binds=world.binds(), deliver=True)
-    request.node._smtpd_instances.append(inst)
-    inst.start()
+    inst = relaying(request, world, workroot, "ours6.test", "relay-ours-srs", conf, v6=False)
     try:
         send(inst, "orig@origin.test", ["fwd@local.test"], message("srs"))
         wait_delivery(inst, "someone@far.test")
@@ -514,11 +510,7 @@ def test_a_domain_table_picks_the_relay_host_per_domain(request, world, workroot
         'action "out" relay domain <routes>\n'
         'match from local for any action "out"\n'
     )
-    host = world.host("ours7.test", v6=False)
-    inst = Instance(os.path.join(workroot, "relay-ours-domain"), conf, name="relay-domain",
-                    netns=host.netns, binds=world.binds(), deliver=True)
-    request.node._smtpd_instances.append(inst)
-    inst.start()
+    inst = relaying(request, world, workroot, "ours7.test", "relay-ours-domain", conf, v6=False)
     try:
         send(inst, "sender@ours7.test", ["a@mapped.test", "b@plain.test"], message("domains"))
         wait_delivery(inst, "a@mapped.test")

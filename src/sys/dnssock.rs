@@ -39,34 +39,19 @@ pub fn udp(server: SocketAddr) -> io::Result<UdpSocket> {
 pub fn tcp(server: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     let stream = TcpStream::from(socket(&server, libc::SOCK_STREAM)?);
     stream.set_nonblocking(true)?;
-    let (addr, len) = super::sockaddr::from(&server);
-    // SAFETY: addr is a valid sockaddr_storage holding `len` bytes of a
-    // sockaddr_in or sockaddr_in6, alive for the call.
-    let r = unsafe {
-        libc::connect(
-            stream.as_raw_fd(),
-            &addr as *const libc::sockaddr_storage as *const libc::sockaddr,
-            len,
-        )
+    super::tcpconnect::connect(&stream, server)?;
+    let mut pfd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
     };
-    if r == -1 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINPROGRESS) {
-            return Err(e);
-        }
-        let mut pfd = libc::pollfd {
-            fd: stream.as_raw_fd(),
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: pfd is one valid pollfd, alive for the call.
-        if cvt(unsafe { libc::poll(&mut pfd, 1, ms) })? == 0 {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        if let Some(e) = stream.take_error()? {
-            return Err(e);
-        }
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: pfd is one valid pollfd, alive for the call.
+    if cvt(unsafe { libc::poll(&mut pfd, 1, ms) })? == 0 {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
     }
     stream.set_nonblocking(false)?;
     Ok(stream)

@@ -32,8 +32,16 @@ pub fn start(src: Option<IpAddr>, dst: SocketAddr) -> io::Result<TcpStream> {
             )
         })?;
     }
+    connect(&stream, dst)?;
+    Ok(stream)
+}
+
+/// Start connecting the non-blocking `stream` to `dst`: Ok when done or
+/// under way (EINPROGRESS).
+pub fn connect(stream: &TcpStream, dst: SocketAddr) -> io::Result<()> {
     let (addr, len) = sockaddr::from(&dst);
-    // SAFETY: as above.
+    // SAFETY: addr holds `len` valid bytes of a sockaddr, alive for the
+    // call.
     let r = unsafe {
         libc::connect(
             stream.as_raw_fd(),
@@ -47,7 +55,7 @@ pub fn start(src: Option<IpAddr>, dst: SocketAddr) -> io::Result<TcpStream> {
             return Err(e);
         }
     }
-    Ok(stream)
+    Ok(())
 }
 
 #[cfg(test)]

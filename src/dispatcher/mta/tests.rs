@@ -127,54 +127,57 @@ fn serve(
         let Ok((sock, _)) = listener.accept() else {
             return;
         };
-        sock.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let mut w = sock.try_clone().unwrap();
-        let mut r = BufReader::new(sock);
-        let mut seen = Seen::default();
-        let Some(banner) = script("") else {
-            return;
+        if let Some(seen) = session(sock, &script) {
+            let _ = tx.send(seen);
+        }
+    });
+    rx
+}
+
+/// One SMTP session on `sock`, played by `script`; None if the script
+/// gave no banner.
+fn session(sock: TcpStream, script: &dyn Fn(&str) -> Option<String>) -> Option<Seen> {
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut w = sock.try_clone().unwrap();
+    let mut r = BufReader::new(sock);
+    let mut seen = Seen::default();
+    let banner = script("")?;
+    w.write_all(banner.as_bytes()).unwrap();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        let cmd = line.trim_end().to_string();
+        seen.commands.push(cmd.clone());
+        let Some(reply) = script(&cmd) else {
+            break;
         };
-        w.write_all(banner.as_bytes()).unwrap();
-        loop {
-            let mut line = String::new();
-            if r.read_line(&mut line).unwrap_or(0) == 0 {
-                break;
+        let _ = w.write_all(reply.as_bytes());
+        if cmd == "DATA" && reply.starts_with("354") {
+            loop {
+                let mut l = Vec::new();
+                if r.read_until(b'\n', &mut l).unwrap_or(0) == 0 || l == b".\r\n" {
+                    break;
+                }
+                let l = if l.starts_with(b"..") {
+                    &l[1..]
+                } else {
+                    &l[..]
+                };
+                seen.data.extend_from_slice(l);
             }
-            let cmd = line.trim_end().to_string();
-            seen.commands.push(cmd.clone());
-            let Some(reply) = script(&cmd) else {
+            let Some(reply) = script(".") else {
                 break;
             };
             let _ = w.write_all(reply.as_bytes());
-            if cmd == "DATA" && reply.starts_with("354") {
-                loop {
-                    let mut l = Vec::new();
-                    if r.read_until(b'\n', &mut l).unwrap_or(0) == 0 {
-                        break;
-                    }
-                    if l == b".\r\n" {
-                        break;
-                    }
-                    let l = if l.starts_with(b"..") {
-                        &l[1..]
-                    } else {
-                        &l[..]
-                    };
-                    seen.data.extend_from_slice(l);
-                }
-                let Some(reply) = script(".") else {
-                    break;
-                };
-                let _ = w.write_all(reply.as_bytes());
-            }
-            if cmd == "QUIT" {
-                break;
-            }
         }
-        let _ = tx.send(seen);
-    });
-    rx
+        if cmd == "QUIT" {
+            break;
+        }
+    }
+    Some(seen)
 }
 
 /// A well-behaved server's replies.
@@ -564,27 +567,7 @@ fn connections_to_one_host_are_capped_across_routes() {
                     most.fetch_max(now, Ordering::SeqCst);
                     // Slow to greet, so connections overlap.
                     thread::sleep(Duration::from_millis(300));
-                    let mut w = sock.try_clone().unwrap();
-                    let mut r = BufReader::new(sock);
-                    let _ = w.write_all(b"220 mx.test ESMTP\r\n");
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            break;
-                        }
-                        let cmd = line.trim_end();
-                        let _ = w.write_all(good(cmd).unwrap().as_bytes());
-                        if cmd == "DATA" {
-                            let mut l = Vec::new();
-                            while r.read_until(b'\n', &mut l).unwrap_or(0) > 0 && l != b".\r\n" {
-                                l.clear();
-                            }
-                            let _ = w.write_all(good(".").unwrap().as_bytes());
-                        }
-                        if cmd == "QUIT" {
-                            break;
-                        }
-                    }
+                    session(sock, &good);
                     open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
