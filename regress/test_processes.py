@@ -6,6 +6,7 @@ needs, separately randomized, with its config in a sealed mapping.
 All of these read one shared instance (the `daemon` fixture)."""
 
 import os
+from pathlib import Path
 import pwd
 import re
 import time
@@ -241,6 +242,33 @@ def test_dispatcher_holds_one_descriptor_per_session(daemon):
         c.close()
     after, _ = _settled_fds(daemon, pid)
     assert after.keys() == before.keys(), (before, after)
+
+
+def test_descriptor_limit_is_raised_for_every_role(instances):
+    """The parent raises the soft limit on open files to the hard limit
+    (at most 65536) before it starts the roles, as OpenSMTPD does: the
+    dispatcher needs one per session, connection and relayed message.
+    Started here with a soft limit of 256, as a login shell may give."""
+    import resource
+
+    def nofile(pid):
+        for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), (int(hard) if hard.isdigit() else None)
+        raise AssertionError("no Max open files line")
+
+    soft0, hard0 = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard0))
+    try:
+        d = instances()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft0, hard0))
+    soft, hard = nofile(d.parent)
+    assert soft == min(hard or 65536, 65536) and soft > 256, (soft, hard)
+    for role, pids in d.role_pids().items():
+        for pid in pids:
+            assert nofile(pid)[0] == soft, role
 
 
 def test_parent_holds_no_files(daemon):

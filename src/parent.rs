@@ -61,6 +61,10 @@ struct Child {
 }
 
 /// Run the daemon; returns the process exit status.
+/// The most open descriptors the roles may have (the soft limit is
+/// raised to this, or to the hard limit if lower).
+const FD_LIMIT: u64 = 65536;
+
 pub fn run(opts: Opts) -> i32 {
     let loaded = match config::load(&opts.config, &opts.defines) {
         Ok(c) => c,
@@ -92,6 +96,11 @@ pub fn run(opts: Opts) -> i32 {
     if let Err(e) = check_system() {
         eprintln!("smtpd: {e}");
         return 1;
+    }
+    // As OpenSMTPD: the roles inherit it (the dispatcher needs a
+    // descriptor per session, connection and relayed message).
+    if let Err(e) = sys::process::raise_fd_limit(FD_LIMIT) {
+        log::warn!("warn: cannot raise the descriptor limit: {e}");
     }
     let exe = match sys::process::self_exe(&opts.argv0) {
         Ok(p) => p,

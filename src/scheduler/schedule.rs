@@ -27,6 +27,8 @@ pub const BACKOFF_DELIVERY: u64 = 10;
 pub const DEFAULT_WARN_INTERVAL: u64 = 4 * 3600;
 /// At most this many warn intervals (OpenSMTPD's MAX_BOUNCE_WARN).
 pub const MAX_WARN_INTERVALS: usize = 4;
+/// Most envelopes of one kind (local, relay, bounce) in flight at once.
+pub const MAX_IN_FLIGHT: usize = 1000;
 
 /// The backoff base for a kind of delivery.
 pub fn backoff_base(kind: Kind) -> u64 {
@@ -215,6 +217,10 @@ pub struct Schedule {
     by_expiry: BTreeSet<(u64, u64)>,
     /// Kinds paused as a whole (`smtpctl pause mda|mta`).
     paused: [bool; 3],
+    /// Entries in flight, per kind: `due` hands out no more than
+    /// `MAX_IN_FLIGHT` of a kind, so a backlog never becomes thousands of
+    /// open message files in queue, parent or dispatcher at once.
+    in_flight: [usize; 3],
     max: usize,
     /// Ascending, nonzero, at most MAX_WARN_INTERVALS.
     warn_intervals: Vec<u64>,
@@ -243,6 +249,7 @@ impl Schedule {
             by_try: Default::default(),
             by_expiry: BTreeSet::new(),
             paused: [false; 3],
+            in_flight: [0; 3],
             max,
             warn_intervals: w,
         }
@@ -298,10 +305,11 @@ impl Schedule {
             if self.paused[k] {
                 continue;
             }
+            let room = MAX_IN_FLIGHT.saturating_sub(self.in_flight[k]);
             let live = self.by_try[k]
                 .range(..=(now, u64::MAX))
                 .filter(|(_, id)| self.entries.get(id).is_some_and(|e| e.expires_at() > now))
-                .take(max);
+                .take(max.min(room));
             picked.extend(live);
         }
         picked.sort_unstable();
@@ -311,6 +319,7 @@ impl Schedule {
             self.dequeue(id);
             if let Some(e) = self.entries.get_mut(&id) {
                 e.state = State::InFlight;
+                self.in_flight[slot(e.kind)] += 1;
             }
         }
         ids
@@ -348,7 +357,21 @@ impl Schedule {
     /// forget it. False if unknown.
     pub fn done(&mut self, id: u64) -> bool {
         self.dequeue(id);
-        self.entries.remove(&id).is_some()
+        match self.entries.remove(&id) {
+            Some(e) => {
+                self.landed(&e);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// An entry leaves the in-flight state.
+    fn landed(&mut self, e: &Entry) {
+        if e.state == State::InFlight {
+            let n = &mut self.in_flight[slot(e.kind)];
+            *n = n.saturating_sub(1);
+        }
     }
 
     /// The attempt failed temporarily: count it and schedule the next per
@@ -357,10 +380,13 @@ impl Schedule {
     /// IMSG_QUEUE_DELIVERY_TEMPFAIL. None if the envelope is unknown or
     /// not in flight.
     pub fn temp_fail(&mut self, id: u64, now: u64) -> Option<Retry> {
-        let e = self.entries.get_mut(&id)?;
+        let e = self.entries.get(&id)?;
         if e.state != State::InFlight {
             return None;
         }
+        let e = e.clone();
+        self.landed(&e);
+        let e = self.entries.get_mut(&id)?;
         if e.removed {
             self.entries.remove(&id);
             return Some(Retry::Removed);
@@ -525,10 +551,7 @@ impl Schedule {
 
     /// How many entries are in flight (for `show stats`).
     pub fn in_flight(&self) -> usize {
-        self.entries
-            .values()
-            .filter(|e| e.state == State::InFlight)
-            .count()
+        self.in_flight.iter().sum()
     }
 
     /// Apply `f` to every envelope of `target`; count the trues. The ids
@@ -1031,5 +1054,37 @@ mod tests {
                 assert!(e.chain(s.by_expiry.iter().map(|&(t, _)| t)).all(|x| x >= t));
             }
         }
+    }
+
+    #[test]
+    fn at_most_max_in_flight_of_a_kind_are_handed_out() {
+        let mut s = Schedule::new(10_000, &[]);
+        for n in 0..1500 {
+            s.insert(evp(1, n), NewEntry::new(Kind::Relay, T0, 4 * DAY))
+                .unwrap();
+        }
+        for n in 0..10 {
+            s.insert(evp(2, n), NewEntry::new(Kind::Local, T0, 4 * DAY))
+                .unwrap();
+        }
+        let first = s.due(T0, 5000);
+        assert_eq!(
+            first.len(),
+            MAX_IN_FLIGHT + 10,
+            "relay capped, local not held up"
+        );
+        assert_eq!(s.in_flight(), MAX_IN_FLIGHT + 10);
+        assert!(s.due(T0, 5000).is_empty(), "no room");
+        // Five land: five more may fly; a temporary failure lands too.
+        for &id in first.iter().filter(|&&id| id >> 32 == 1).take(5) {
+            assert!(s.done(id));
+        }
+        let id = *first
+            .iter()
+            .find(|&&id| id >> 32 == 1 && s.get(id).is_some())
+            .unwrap();
+        assert!(s.temp_fail(id, T0).is_some());
+        assert_eq!(s.due(T0, 5000).len(), 6);
+        assert_eq!(s.in_flight(), MAX_IN_FLIGHT + 10);
     }
 }

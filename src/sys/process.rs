@@ -272,3 +272,23 @@ pub fn self_exe(argv0: &str) -> io::Result<CString> {
         CString::new(argv0).map_err(io::Error::other)
     }
 }
+
+/// Raise this process's soft limit on open descriptors to its hard limit
+/// (at most `cap`), for it and the roles it starts: the dispatcher holds
+/// a socket per session and connection and a message file per relayed
+/// envelope in flight. Returns the new soft limit.
+pub fn raise_fd_limit(cap: u64) -> io::Result<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: r is a valid rlimit the call writes into.
+    super::cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) })?;
+    let want = r.rlim_max.min(cap as libc::rlim_t);
+    if want > r.rlim_cur {
+        r.rlim_cur = want;
+        // SAFETY: r is a valid rlimit, read by the call.
+        super::cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) })?;
+    }
+    Ok(r.rlim_cur as u64)
+}
