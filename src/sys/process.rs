@@ -277,6 +277,8 @@ pub fn self_exe(argv0: &str) -> io::Result<CString> {
 /// (at most `cap`), for it and the roles it starts: the dispatcher holds
 /// a socket per session and connection and a message file per relayed
 /// envelope in flight. Returns the new soft limit.
+// rlim_t is u64 here but not on every platform: the casts are for those.
+#[allow(clippy::unnecessary_cast)]
 pub fn raise_fd_limit(cap: u64) -> io::Result<u64> {
     let mut r = libc::rlimit {
         rlim_cur: 0,
