@@ -3,8 +3,11 @@
 #   users  _smtpd (most roles) and _smtpq (the queue): system users with
 #          their own group, no login shell, home /var/empty;
 #   dirs   /var/empty       root:0 0755, empty (the chroot of most roles)
-#          /var/spool/smtpd root:0 0711 (the queue's chroot; the queue makes
+#          /var/spool/smtpd root:0 0711 (the queue's chroot; smtpd makes
 #                           its subdirectories itself, as OpenSMTPD does)
+#          /var/spool/smtpd/offline root:_smtpq 0770 (sendmail's offline
+#                           queue, as smtpd makes it, so sendmail works
+#                           before smtpd first ran; not with a DESTDIR)
 #          /etc/mail        root:0 0755 (smtpd.conf, aliases; lka reads
 #                           :include: files only there).
 # Idempotent: existing users are kept; existing dirs get the right owner and
@@ -57,6 +60,11 @@ fi
 make_dir /var/empty 0755
 make_dir /var/spool/smtpd 0711
 make_dir /etc/mail 0755
+if [ -z "$destdir" ]; then
+	mkdir -p /var/spool/smtpd/offline
+	chown 0:_smtpq /var/spool/smtpd/offline
+	chmod 0770 /var/spool/smtpd/offline
+fi
 
 # A chroot with something in it is no longer an empty one.
 if [ -n "$(ls -A "$destdir/var/empty")" ]; then

@@ -370,6 +370,17 @@ fn start_roles(
     if let Err(e) = chan.send(&ToRunner::LkaChannel, vec![runner_lka]) {
         log::warn!("warn: sending setup to {role}: {e}");
     }
+    // sendmail's offline queue, run by the runner (it stays root, with no
+    // sandbox for the exec to inherit), with the smtpctl beside smtpd.
+    let smtpd: &std::ffi::OsStr = std::os::unix::ffi::OsStrExt::from_bytes(exe.as_bytes());
+    let smtpd = std::path::Path::new(smtpd);
+    let smtpctl = smtpd
+        .with_file_name("smtpctl")
+        .to_string_lossy()
+        .into_owned();
+    if let Err(e) = chan.send(&ToRunner::Offline { smtpctl }, Vec::new()) {
+        log::warn!("warn: sending setup to {role}: {e}");
+    }
     children.push(Child {
         role,
         pid,

@@ -114,11 +114,12 @@ pub static ROLES: &[RoleSpec] = &[
         user: USER_SMTPD,
         chroot: Some(EMPTY_DIR),
         unveil: &[],
-        promises: &[Stdio, Unix, Recvfd],
+        promises: &[Stdio, Unix, Recvfd, Sendfd],
         why: "unix: accept(2) smtpctl's connections on /var/run/smtpd.sock (the parent \
               bound it) and ask the kernel each client's uid; recvfd: a client may attach \
               descriptors to a frame, and receiving one without it would kill control on \
-              OpenBSD (they are closed at once and the client dropped)",
+              OpenBSD (they are closed at once and the client dropped); sendfd: sendmail's \
+              SMTP session, a socketpair whose ends go to the dispatcher and to smtpctl",
         opensmtpd: "stdio unix recvfd sendfd",
         peers: &[
             Role::Lka,

@@ -1,5 +1,7 @@
 //! smtpctl(8): control the running smtpd (`smtpd::smtpctl`), and
-//! `encrypt`, which needs no daemon. Called as `mailq`: `show queue`.
+//! `encrypt`, which needs no daemon. Called as `mailq`: `show queue`;
+//! as `sendmail` (or `send-mail`): enqueue a message; as `newaliases`
+//! and `makemap`: check tables.
 
 #![forbid(unsafe_code)]
 
@@ -8,10 +10,20 @@ use std::io::{BufRead, Write};
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    // Called as mailq: `show queue`, as OpenSMTPD's.
+    // The name it was called by picks the program, as OpenSMTPD's.
     let name = std::env::args().next().unwrap_or_default();
-    if name.rsplit('/').next() == Some("mailq") {
-        args = vec!["show".into(), "queue".into()];
+    match name.rsplit('/').next() {
+        Some("mailq") => args = vec!["show".into(), "queue".into()],
+        Some("sendmail" | "send-mail") => {
+            // -bi anywhere: newaliases, as OpenSMTPD's sendmail_compat.
+            if args.iter().any(|a| a.starts_with("-bi")) {
+                std::process::exit(smtpctl::makemap::newaliases(&args));
+            }
+            std::process::exit(smtpctl::sendmail::main(&args))
+        }
+        Some("newaliases") => std::process::exit(smtpctl::makemap::newaliases(&args)),
+        Some("makemap") => std::process::exit(smtpctl::makemap::makemap(&args)),
+        _ => {}
     }
     // encrypt takes the rest of the line as one password, as before.
     if args.first().map(String::as_str) == Some("encrypt") {

@@ -135,6 +135,10 @@ pub struct ListenerView {
 pub struct DispatcherView {
     pub common: Common,
     pub listeners: Vec<ListenerView>,
+    /// sendmail's sessions (OpenSMTPD's `listen on socket`): its options
+    /// if the config has that line, else none; `addr` is unused. Boxed:
+    /// the view enum's variants stay of a size.
+    pub local: Box<ListenerView>,
     pub certs: Vec<PkiCert>,
     /// CAs for `verify` listeners (see [`client_ca_name`]).
     pub client_cas: Vec<PkiCert>,
@@ -271,6 +275,24 @@ fn read_table_file(name: &str, path: &str) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// The listener of sendmail's sessions: `listen on socket`'s options.
+fn local_listener(cfg: &Config, hostname: &str) -> ListenerView {
+    let opts = cfg
+        .listens
+        .iter()
+        .find(|l| l.on == super::ast::ListenOn::Socket)
+        .map(|l| l.opts.clone())
+        .unwrap_or_default();
+    ListenerView {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        hostname: opts
+            .hostname
+            .clone()
+            .unwrap_or_else(|| hostname.to_string()),
+        opts,
+    }
+}
+
 /// Build the view for `role`.
 pub fn for_role(
     role: Role,
@@ -329,6 +351,7 @@ pub fn for_role(
             keys: material.keys.clone(),
         }),
         Role::Dispatcher => View::Dispatcher(DispatcherView {
+            local: Box::new(local_listener(cfg, &common.hostname)),
             common,
             listeners: listeners.to_vec(),
             certs: material.certs.clone(),

@@ -73,6 +73,11 @@ impl Client {
         self.chan.send(r, Vec::new())
     }
 
+    /// Queue a reply that carries descriptors (`Reply::Session`).
+    pub fn send_with(&mut self, r: &Reply, fds: Vec<OwnedFd>) -> Result<(), IpcError> {
+        self.chan.send(r, fds)
+    }
+
     /// True while replies wait for the client to read.
     pub fn backlogged(&self) -> bool {
         self.chan.wants_write()

@@ -1,6 +1,7 @@
 //! What control does for each smtpctl request, and the answers of the
-//! roles it asks. Only root may ask anything (OpenSMTPD's control checks
-//! the same for every admin imsg); others get `Denied`.
+//! roles it asks. Only root may ask anything but sendmail's SMTP session
+//! (OpenSMTPD's control checks the same for every admin imsg); others get
+//! `Denied`.
 
 use super::client::{QueueStep, Work};
 use super::Control;
@@ -24,7 +25,8 @@ impl Control {
         let Some(c) = self.clients[slot].as_mut() else {
             return Ok(());
         };
-        if c.uid != 0 {
+        // sendmail's session is every user's; the rest is root's.
+        if c.uid != 0 && req != Request::SmtpSession {
             self.reply(lp, slot, &Reply::Denied);
             return Ok(());
         }
@@ -94,6 +96,7 @@ impl Control {
                 let why = format!("{command}: not supported by this smtpd");
                 self.reply(lp, slot, &Reply::Fail(Some(why)));
             }
+            Request::SmtpSession => self.smtp_session(links, lp, slot)?,
         }
         Ok(())
     }

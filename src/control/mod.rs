@@ -1,5 +1,5 @@
 //! The control role: serves smtpctl on /var/run/smtpd.sock. Runs
-//! chrooted in /var/empty as _smtpd, pledged "stdio unix recvfd"; the
+//! chrooted in /var/empty as _smtpd, pledged "stdio unix recvfd sendfd"; the
 //! parent bound the socket and handed it over, so control creates no
 //! file.
 //!
@@ -14,6 +14,7 @@
 
 mod client;
 mod commands;
+mod enqueue;
 
 use crate::config::view::View;
 use crate::event::{Loop, Ready};

@@ -16,6 +16,7 @@ pub mod maildir;
 pub mod mbox;
 pub mod mda;
 pub mod message;
+pub mod offline;
 pub mod runner;
 
 #[cfg(test)]

@@ -133,6 +133,7 @@ fn serve(mut chan: Channel) -> Result<(), String> {
                                 .map_err(|e| e.to_string())?;
                             lka = Some(c);
                         }
+                        ToRunner::Offline { smtpctl } => super::offline::start(smtpctl.into()),
                         ToRunner::LkaChannel | ToRunner::ReadForward(_) => {
                             return Err(format!(
                                 "parent channel: unexpected {}",

@@ -4,6 +4,7 @@
 //! message to another role; the answer comes back to `Session::answer`.
 
 use super::session_log::{self, AcceptedRcpt, Cipher};
+use super::stream::Stream;
 use crate::config::view::ListenerView;
 use crate::ipc::msg::{
     LkaDispatcher, LookupResult, NewEnvelope, QueueDispatcher, SessionInfo, Verdict,
@@ -12,7 +13,6 @@ use crate::smtp::address;
 use crate::smtp::server::{
     received_header, Answer, Event, Notify, RcptParams, Received, Ret, Server,
 };
-use mio::net::TcpStream;
 use rustls::ServerConnection;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -31,6 +31,10 @@ pub const AUTH_FAIL_DELAY: Duration = Duration::from_secs(1);
 /// Most bytes read from a client at once.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The listener index of sendmail's sessions: beyond every real one, so
+/// no listener's `auth` or `senders` table applies to them.
+pub const LOCAL_LISTENER: u32 = u32::MAX;
+
 /// A request a session sent to another role and waits on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Waiting {
@@ -45,10 +49,11 @@ pub enum Waiting {
 /// A connection just accepted.
 pub struct Accepted {
     pub id: u64,
-    pub stream: TcpStream,
-    /// Its listener's index in the view.
+    pub stream: Stream,
+    /// Its listener's index in the view (`LOCAL_LISTENER` for sendmail).
     pub listener: u32,
-    pub peer: IpAddr,
+    /// The client's address; None for sendmail on the local socket.
+    pub peer: Option<IpAddr>,
 }
 
 /// What a session asks of the other roles; the loop sends these.
@@ -76,9 +81,9 @@ impl Outgoing {
 
 pub struct Session {
     pub id: u64,
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub listener: u32,
-    pub peer: IpAddr,
+    pub peer: Option<IpAddr>,
     view: &'static ListenerView,
     engine: Server,
     tls: Option<ServerConnection>,
@@ -328,7 +333,7 @@ impl Session {
                                 rcpt: path.clone(),
                                 dest,
                                 helo: self.helo.clone(),
-                                client: self.peer.to_string(),
+                                client: self.client_text(),
                                 hostname: self.view.hostname.clone(),
                                 tag: self.view.opts.tag.clone(),
                                 authenticated: self.engine.auth_user().is_some(),
@@ -354,7 +359,7 @@ impl Session {
                 self.written = 0;
                 let hdr = self.received(msgid);
                 self.write(hdr.as_bytes());
-                let local = self.peer.is_loopback();
+                let local = self.peer.is_none_or(|p| p.is_loopback());
                 let auth = self.engine.auth_user().is_some();
                 // `senders <table> masquerade`: From: shows the sender lka
                 // checked at MAIL.
@@ -504,8 +509,9 @@ impl Session {
         };
         received_header(&Received {
             helo: &self.helo,
-            client: Some(self.peer),
-            rdns: None,
+            client: self.peer,
+            // The local enqueuer's name is this host's, as OpenSMTPD's.
+            rdns: self.peer.is_none().then_some(self.view.hostname.as_str()),
             mask_source: self.view.opts.mask_src,
             hostname: &self.view.hostname,
             esmtp: self.esmtp,
@@ -518,13 +524,20 @@ impl Session {
         })
     }
 
+    /// The client as envelopes and logs show it: its address, or
+    /// "local" for sendmail.
+    pub fn client_text(&self) -> String {
+        self.peer
+            .map_or_else(|| "local".to_string(), |p| p.to_string())
+    }
+
     fn log(&self, line: &str) {
         log::info!("{:016x} smtp {line}", self.id);
     }
 
     fn session_info(&self) -> SessionInfo {
         SessionInfo {
-            addr: Some(self.peer),
+            addr: self.peer,
             listener: self.listener,
             rdns: None,
             helo: self.helo.clone(),

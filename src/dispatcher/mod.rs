@@ -15,6 +15,7 @@ mod control;
 pub mod headers;
 pub mod mta;
 pub mod session_log;
+mod stream;
 pub mod tls;
 
 use crate::config::ast::{AuthMode, TlsMode};
@@ -49,6 +50,9 @@ struct Dispatcher {
     listeners: Vec<TcpListener>,
     sessions: HashMap<Token, Session>,
     per_address: HashMap<IpAddr, u32>,
+    /// sendmail's sessions: each one's uid, and how many each uid has.
+    local_uids: HashMap<Token, u32>,
+    per_uid: HashMap<u32, u32>,
     /// Which session waits on each outstanding request.
     requests: HashMap<u64, Token>,
     next_req: u64,
@@ -102,6 +106,8 @@ pub fn run(setup: Setup) -> Result<(), String> {
         listeners,
         sessions: HashMap::new(),
         per_address: HashMap::new(),
+        local_uids: HashMap::new(),
+        per_uid: HashMap::new(),
         requests: HashMap::new(),
         next_req: 0,
         next_token,
@@ -285,12 +291,12 @@ impl Dispatcher {
             let id = self.next_id;
             let token = Token(self.next_token);
             self.next_token += 1;
-            let cfg = session_config(self.view, lv, ip, tls_cfg.is_some(), smtps);
+            let cfg = session_config(self.view, lv, Some(ip), tls_cfg.is_some(), smtps);
             let accepted = conn::Accepted {
                 id,
-                stream,
+                stream: stream::Stream::Tcp(stream),
                 listener: index as u32,
-                peer: ip,
+                peer: Some(ip),
             };
             let mut s = match Session::new(accepted, lv, cfg, tls_cfg, smtps) {
                 Ok(s) => s,
@@ -373,10 +379,20 @@ impl Dispatcher {
             return Ok(());
         };
         let _ = self.lp.unwatch(s.stream.as_raw_fd());
-        if let Some(n) = self.per_address.get_mut(&s.peer) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_address.remove(&s.peer);
+        if let Some(peer) = s.peer {
+            if let Some(n) = self.per_address.get_mut(&peer) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_address.remove(&peer);
+                }
+            }
+        }
+        if let Some(uid) = self.local_uids.remove(&token) {
+            if let Some(n) = self.per_uid.get_mut(&uid) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_uid.remove(&uid);
+                }
             }
         }
         for o in s.finish() {
@@ -422,12 +438,12 @@ impl Dispatcher {
 fn session_config(
     view: &DispatcherView,
     lv: &ListenerView,
-    peer: IpAddr,
+    peer: Option<IpAddr>,
     tls_ready: bool,
     smtps: bool,
 ) -> Config {
     let mut c = Config::new(&lv.hostname);
-    c.peer = Some(peer);
+    c.peer = peer;
     c.max_rcpt = view.max_rcpt as usize;
     c.max_mails = view.max_mails as usize;
     c.max_message_size = view.max_message_size;

@@ -79,6 +79,11 @@ pub enum Request {
     Unsupported {
         command: String,
     },
+    /// sendmail: an SMTP session with the daemon, as OpenSMTPD's
+    /// `IMSG_CTL_SMTP_SESSION`. Any user may ask: `Reply::Session` with
+    /// one descriptor (a stream socket the dispatcher serves as the
+    /// local enqueuer), or `Fail` while `pause smtp` holds.
+    SmtpSession,
 }
 
 /// Where an envelope is in the scheduler (the `runstate` of a show
@@ -140,6 +145,8 @@ pub enum Reply {
     },
     /// How many envelopes an `Envelopes` request changed.
     Count(u64),
+    /// One descriptor: smtpctl's end of the SMTP session it asked for.
+    Session,
 }
 
 impl Message for Request {
@@ -155,6 +162,7 @@ impl Message for Request {
             Request::Stop => "Stop",
             Request::Digest => "Digest",
             Request::Unsupported { .. } => "Unsupported",
+            Request::SmtpSession => "SmtpSession",
         }
     }
 }
@@ -170,6 +178,13 @@ impl Message for Reply {
             Reply::Stats(_) => "Stats",
             Reply::Status { .. } => "Status",
             Reply::Count(_) => "Count",
+            Reply::Session => "Session",
+        }
+    }
+    fn fds(&self) -> usize {
+        match self {
+            Reply::Session => 1,
+            _ => 0,
         }
     }
 }

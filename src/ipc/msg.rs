@@ -205,6 +205,12 @@ pub enum ToRunner {
     /// From lka: read this user's `~/.forward`, as root, with
     /// lka::forward's checks; the answer is FromRunner::Forward.
     ReadForward(ForwardRequest),
+    /// From the parent, once, when the roles are started: enqueue what
+    /// sendmail left in the offline queue, each message by running this
+    /// smtpctl (the one beside smtpd) as `sendmail -S` as its owner.
+    Offline {
+        smtpctl: String,
+    },
     Shutdown,
 }
 
@@ -214,13 +220,14 @@ impl Message for ToRunner {
             ToRunner::Run(_) => "Run",
             ToRunner::ReadForward(_) => "ReadForward",
             ToRunner::LkaChannel => "LkaChannel",
+            ToRunner::Offline { .. } => "Offline",
             ToRunner::Shutdown => "Shutdown",
         }
     }
     fn fds(&self) -> usize {
         match self {
             ToRunner::Run(_) | ToRunner::LkaChannel => 1,
-            ToRunner::ReadForward(_) | ToRunner::Shutdown => 0,
+            ToRunner::ReadForward(_) | ToRunner::Offline { .. } | ToRunner::Shutdown => 0,
         }
     }
 }
@@ -372,6 +379,12 @@ pub enum ControlDispatcher {
     /// control -> dispatcher: its counters for `show stats`.
     Stats {
         req: u64,
+    },
+    /// control -> dispatcher, one descriptor: a stream socket on which
+    /// sendmail (smtpctl) of user `uid` speaks SMTP; served as a session
+    /// on the local socket (`listen on socket`, `from local`).
+    Enqueue {
+        uid: u32,
     },
     /// dispatcher -> control
     StatsAre {
@@ -818,6 +831,7 @@ link_impl!(ControlScheduler {
 });
 link_impl!(ControlDispatcher {
     PauseSmtp => 0,
+    Enqueue => 1,
     Stats => 0,
     StatsAre => 0
 });

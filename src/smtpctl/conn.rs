@@ -13,6 +13,8 @@ use std::path::Path;
 pub struct Conn {
     sock: OwnedFd,
     buf: Vec<u8>,
+    /// The descriptors that came with the last reply.
+    fds: Vec<OwnedFd>,
 }
 
 impl Conn {
@@ -22,6 +24,7 @@ impl Conn {
         Some(Conn {
             sock,
             buf: vec![0u8; MAX_PACKET + 1],
+            fds: Vec::new(),
         })
     }
 
@@ -32,9 +35,10 @@ impl Conn {
 
     /// The next reply; Err with smtpctl's message if there is none.
     pub fn recv(&mut self) -> Result<Reply, String> {
-        let mut fds = Vec::new();
+        let fds = &mut self.fds;
+        fds.clear();
         loop {
-            match fdpass::recv_packet(self.sock.as_fd(), &mut self.buf, MAX_FDS, &mut fds) {
+            match fdpass::recv_packet(self.sock.as_fd(), &mut self.buf, MAX_FDS, fds) {
                 Ok(fdpass::Packet::Eof) => return Err("pipe closed".into()),
                 Ok(fdpass::Packet::Data {
                     truncated: true, ..
@@ -46,6 +50,19 @@ impl Conn {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(format!("read error: {e}")),
             }
+        }
+    }
+
+    /// sendmail: ask for an SMTP session; smtpctl's end of it, or the
+    /// reason there is none (OpenSMTPD's enqueue says the same).
+    pub fn smtp_session(&mut self) -> Result<OwnedFd, String> {
+        match self.ask(&Request::SmtpSession)? {
+            Reply::Session => self
+                .fds
+                .pop()
+                .ok_or_else(|| "no descriptor from smtpd".into()),
+            Reply::Fail(_) | Reply::Denied => Err("server disallowed submission request".into()),
+            _ => Err("unexpected imsg reply type".into()),
         }
     }
 

@@ -14,7 +14,9 @@
 
 pub mod conn;
 pub mod format;
+pub mod makemap;
 pub mod parse;
+pub mod sendmail;
 pub mod spool;
 
 use crate::ipc::ctl::{Agent, EnvelopeOp, Reply, Request, Target};
@@ -29,6 +31,18 @@ pub fn run(cmd: &Command) -> i32 {
         Err(e) => {
             eprintln!("smtpctl: {e}");
             1
+        }
+    }
+}
+
+/// Run the command these words spell (`sendmail -bp`: show queue).
+pub fn run_words(words: &[&str]) -> i32 {
+    let args: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    match parse::parse(&args) {
+        Ok(cmd) => run(&cmd),
+        Err(text) => {
+            eprint!("{text}");
+            255
         }
     }
 }
@@ -133,6 +147,7 @@ fn execute(cmd: &Command) -> Result<i32, String> {
                 continue;
             }
             Reply::End => return Ok(0),
+            Reply::Session => return Err("bad message type".into()),
             Reply::Stats(stats) => format::stats(&stats),
             Reply::Status {
                 mda_paused,

@@ -14,4 +14,8 @@ pub use envelope::{
 };
 pub use flusher::{Flusher, Job};
 pub use id::{BadId, EvpId, MsgId};
+/// sendmail's offline queue (`spool::store::DIRS` makes it, 0770
+/// root:_smtpq): messages written while smtpd was not running.
+pub const OFFLINE_DIR: &str = "/var/spool/smtpd/offline";
+
 pub use store::{is_storage_full, Corrupt, Flush, Published, Recovered, Spool};

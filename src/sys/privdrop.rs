@@ -51,6 +51,42 @@ pub fn lookup(user: &str) -> io::Result<Account> {
     })
 }
 
+/// getpwuid(3), reentrant: the account and its GECOS field (sendmail's
+/// From: name).
+pub fn lookup_uid(uid: libc::uid_t) -> io::Result<(Account, String)> {
+    // SAFETY: passwd is plain data; getpwuid_r fills it in.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: every pointer is valid for the call and buf's length is exact.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    if result.is_null() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("unknown uid {uid}"),
+        ));
+    }
+    let text = |p: *const libc::c_char| {
+        if p.is_null() {
+            return String::new();
+        }
+        // SAFETY: on success the fields point at NUL-terminated strings inside buf.
+        unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let acct = Account {
+        name: text(pw.pw_name),
+        uid: pw.pw_uid,
+        gid: pw.pw_gid,
+        home: text(pw.pw_dir),
+    };
+    Ok((acct, text(pw.pw_gecos)))
+}
+
 /// chroot(2) into `dir` and chdir("/") inside it.
 pub fn chroot(dir: &str) -> io::Result<()> {
     let c = CString::new(dir).map_err(io::Error::other)?;

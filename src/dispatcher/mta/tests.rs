@@ -36,6 +36,11 @@ fn view_actions(port: u16, lmtp: bool, actions: &[&str]) -> &'static DispatcherV
             hostname: "relay.test".into(),
         },
         listeners: Vec::new(),
+        local: Box::new(crate::config::view::ListenerView {
+            addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            hostname: "relay.test".into(),
+            opts: Default::default(),
+        }),
         certs: Vec::new(),
         client_cas: Vec::new(),
         max_mails: 100,
