@@ -452,7 +452,7 @@ GARBAGE = [
     b"\x00",
     b"GET / HTTP/1.0\r\n\r\n",
     _frame(b"\x00"),  # wrong version
-    _frame(b"\xff" * 20, version=1),
+    _frame(b"\xff" * 20, version=2),  # the right version (IPC_VERSION), a bad payload
     _frame(b"\x00", length=1 << 31),
     os.urandom(300),
     b"\x01" * (65 * 1024),  # over the frame cap

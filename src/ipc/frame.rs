@@ -19,7 +19,7 @@ use std::fmt;
 
 /// Bumped whenever any message enum changes shape. Parent and roles are the
 /// same binary, so a mismatch means a peer that is not ours.
-pub const IPC_VERSION: u16 = 1;
+pub const IPC_VERSION: u16 = 2;
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 8;
 /// Largest payload of one frame. Large data (config views) is sent in
