@@ -200,16 +200,24 @@ fn good(cmd: &str) -> Option<String> {
     )
 }
 
-/// Run the mta until `want` outcomes came back (or 30 s passed),
-/// answering its route request with `hosts`.
-fn run(
-    mta: &mut Mta,
-    lp: &mut Loop,
-    mut out: Vec<Out>,
-    hosts: Vec<IpAddr>,
-    want: usize,
+/// Hand the mta of `view` every envelope (each with a message of
+/// `body`) and run it until each has its outcome and every connection is
+/// closed (or 30 s passed), answering its route requests with `hosts`.
+fn relay_all(
+    view: &'static DispatcherView,
+    envs: Vec<RelayEnvelope>,
+    body: &[u8],
+    hosts: &[&str],
 ) -> Vec<(u64, Outcome)> {
+    let lp = &mut Loop::new().unwrap();
+    let mut mta = Mta::new(view, 1);
+    let hosts: Vec<IpAddr> = hosts.iter().map(|h| h.parse().unwrap()).collect();
+    let want = envs.len();
     let mut next_req = 0;
+    let mut out: Vec<Out> = envs
+        .into_iter()
+        .flat_map(|e| mta.relay(lp, e, message(body), &mut next_req))
+        .collect();
     let mut results = Vec::new();
     let end = Instant::now() + Duration::from_secs(30);
     loop {
@@ -260,28 +268,15 @@ fn local() -> (TcpListener, u16) {
 fn two_recipients_of_a_message_in_one_transaction_byte_exact() {
     let (l, port) = local();
     let seen = serve(l, good);
-    let mut lp = Loop::new().unwrap();
-    let mut mta = Mta::new(view(port), 1);
     let body = b"Subject: hi\r\n\r\n.leading dot\r\nend\r\n";
-    let mut req = 0;
-    let mut out = mta.relay(
-        &lp,
-        envelope(0x1111_0000_0001, "bob@there.test"),
-        message(body),
-        &mut req,
-    );
-    out.extend(mta.relay(
-        &lp,
-        envelope(0x1111_0000_0002, "carol@there.test"),
-        message(body),
-        &mut req,
-    ));
-    let results = run(
-        &mut mta,
-        &mut lp,
-        out,
-        vec!["127.0.0.1".parse().unwrap()],
-        2,
+    let results = relay_all(
+        view(port),
+        vec![
+            envelope(0x1111_0000_0001, "bob@there.test"),
+            envelope(0x1111_0000_0002, "carol@there.test"),
+        ],
+        body,
+        &["127.0.0.1"],
     );
     assert_eq!(
         results,
@@ -322,20 +317,14 @@ fn per_recipient_replies_decide_each_fate() {
         }
         good(cmd)
     });
-    let mut lp = Loop::new().unwrap();
-    let mut mta = Mta::new(view(port), 1);
-    let mut req = 0;
-    let mut out = Vec::new();
-    for (id, who) in [(1, "bob"), (2, "nobody"), (3, "later")] {
-        let env = envelope(0x2222_0000_0000 | id, &format!("{who}@there.test"));
-        out.extend(mta.relay(&lp, env, message(b"x\r\n"), &mut req));
-    }
-    let results = run(
-        &mut mta,
-        &mut lp,
-        out,
-        vec!["127.0.0.1".parse().unwrap()],
-        3,
+    let results = relay_all(
+        view(port),
+        [(1, "bob"), (2, "nobody"), (3, "later")]
+            .iter()
+            .map(|(id, who)| envelope(0x2222_0000_0000 | id, &format!("{who}@there.test")))
+            .collect(),
+        b"x\r\n",
+        &["127.0.0.1"],
     );
     assert_eq!(results[0], (0x2222_0000_0001, Outcome::Delivered));
     assert_eq!(
@@ -359,17 +348,12 @@ fn a_refusing_address_is_skipped_for_the_next() {
     // Nothing listens on 127.0.0.2 at this port: refused, then 127.0.0.1.
     let (l, port) = local();
     let seen = serve(l, good);
-    let mut lp = Loop::new().unwrap();
-    let mut mta = Mta::new(view(port), 1);
-    let mut req = 0;
-    let out = mta.relay(
-        &lp,
-        envelope(0x3333_0000_0001, "bob@there.test"),
-        message(b"x\r\n"),
-        &mut req,
+    let results = relay_all(
+        view(port),
+        vec![envelope(0x3333_0000_0001, "bob@there.test")],
+        b"x\r\n",
+        &["127.0.0.2", "127.0.0.1"],
     );
-    let hosts = vec!["127.0.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap()];
-    let results = run(&mut mta, &mut lp, out, hosts, 1);
     assert_eq!(results, vec![(0x3333_0000_0001, Outcome::Delivered)]);
     assert!(seen.recv_timeout(Duration::from_secs(10)).is_ok());
 }
@@ -378,21 +362,11 @@ fn a_refusing_address_is_skipped_for_the_next() {
 fn no_reachable_address_is_a_temporary_failure() {
     let (l, port) = local();
     drop(l);
-    let mut lp = Loop::new().unwrap();
-    let mut mta = Mta::new(view(port), 1);
-    let mut req = 0;
-    let out = mta.relay(
-        &lp,
-        envelope(0x4444_0000_0001, "bob@there.test"),
-        message(b"x\r\n"),
-        &mut req,
-    );
-    let results = run(
-        &mut mta,
-        &mut lp,
-        out,
-        vec!["127.0.0.1".parse().unwrap()],
-        1,
+    let results = relay_all(
+        view(port),
+        vec![envelope(0x4444_0000_0001, "bob@there.test")],
+        b"x\r\n",
+        &["127.0.0.1"],
     );
     match &results[..] {
         [(0x4444_0000_0001, Outcome::TempFail(why))] => {
@@ -413,21 +387,11 @@ fn hostile_replies_fail_the_try_and_inject_nothing() {
         }
         good(cmd)
     });
-    let mut lp = Loop::new().unwrap();
-    let mut mta = Mta::new(view(port), 1);
-    let mut req = 0;
-    let out = mta.relay(
-        &lp,
-        envelope(0x5555_0000_0001, "bob@there.test"),
-        message(b"x\r\n"),
-        &mut req,
-    );
-    let results = run(
-        &mut mta,
-        &mut lp,
-        out,
-        vec!["127.0.0.1".parse().unwrap()],
-        1,
+    let results = relay_all(
+        view(port),
+        vec![envelope(0x5555_0000_0001, "bob@there.test")],
+        b"x\r\n",
+        &["127.0.0.1"],
     );
     let [(_, outcome)] = &results[..] else {
         panic!("{results:?}")
@@ -448,21 +412,11 @@ fn a_421_mid_transaction_is_retried_later() {
         }
         good(cmd)
     });
-    let mut lp = Loop::new().unwrap();
-    let mut mta = Mta::new(view(port), 1);
-    let mut req = 0;
-    let out = mta.relay(
-        &lp,
-        envelope(0x6666_0000_0001, "bob@there.test"),
-        message(b"x\r\n"),
-        &mut req,
-    );
-    let results = run(
-        &mut mta,
-        &mut lp,
-        out,
-        vec!["127.0.0.1".parse().unwrap()],
-        1,
+    let results = relay_all(
+        view(port),
+        vec![envelope(0x6666_0000_0001, "bob@there.test")],
+        b"x\r\n",
+        &["127.0.0.1"],
     );
     assert!(
         matches!(&results[..], [(_, Outcome::TempFail(t))] if t.starts_with("421")),
@@ -483,21 +437,11 @@ fn a_server_that_closes_at_the_banner_leaves_the_envelope_for_later() {
             }
         }
     });
-    let mut lp = Loop::new().unwrap();
-    let mut mta = Mta::new(view(port), 1);
-    let mut req = 0;
-    let out = mta.relay(
-        &lp,
-        envelope(0x7777_0000_0001, "bob@there.test"),
-        message(b"x\r\n"),
-        &mut req,
-    );
-    let results = run(
-        &mut mta,
-        &mut lp,
-        out,
-        vec!["127.0.0.1".parse().unwrap()],
-        1,
+    let results = relay_all(
+        view(port),
+        vec![envelope(0x7777_0000_0001, "bob@there.test")],
+        b"x\r\n",
+        &["127.0.0.1"],
     );
     assert!(
         matches!(&results[..], [(_, Outcome::TempFail(_))]),
@@ -519,20 +463,14 @@ fn lmtp_relays_get_one_final_reply_per_recipient() {
             c => good(c)?,
         })
     });
-    let mut lp = Loop::new().unwrap();
-    let mut mta = Mta::new(view_with(port, true), 1);
-    let mut req = 0;
-    let mut out = Vec::new();
-    for (id, who) in [(1, "bob"), (2, "nobody"), (3, "later")] {
-        let env = envelope(0x8888_0000_0000 | id, &format!("{who}@there.test"));
-        out.extend(mta.relay(&lp, env, message(b"x\r\n"), &mut req));
-    }
-    let results = run(
-        &mut mta,
-        &mut lp,
-        out,
-        vec!["127.0.0.1".parse().unwrap()],
-        3,
+    let results = relay_all(
+        view_with(port, true),
+        [(1, "bob"), (2, "nobody"), (3, "later")]
+            .iter()
+            .map(|(id, who)| envelope(0x8888_0000_0000 | id, &format!("{who}@there.test")))
+            .collect(),
+        b"x\r\n",
+        &["127.0.0.1"],
     );
     assert_eq!(
         results,
@@ -578,23 +516,20 @@ fn connections_to_one_host_are_capped_across_routes() {
             }
         });
     }
-    let mut lp = Loop::new().unwrap();
-    let mut mta = Mta::new(view_actions(port, false, &["a", "b", "c"]), 1);
-    let mut req = 0;
-    let mut out = Vec::new();
-    for (r, action) in ["a", "b", "c"].iter().enumerate() {
-        for i in 0..15u64 {
-            let mut env = envelope(((r as u64 * 100 + i + 1) << 32) | 1, "bob@there.test");
-            env.action = action.to_string();
-            out.extend(mta.relay(&lp, env, message(b"x\r\n"), &mut req));
-        }
-    }
-    let results = run(
-        &mut mta,
-        &mut lp,
-        out,
-        vec!["127.0.0.1".parse().unwrap()],
-        45,
+    let results = relay_all(
+        view_actions(port, false, &["a", "b", "c"]),
+        ["a", "b", "c"]
+            .iter()
+            .enumerate()
+            .flat_map(|(r, action)| {
+                (0..15u64).map(move |i| RelayEnvelope {
+                    action: action.to_string(),
+                    ..envelope(((r as u64 * 100 + i + 1) << 32) | 1, "bob@there.test")
+                })
+            })
+            .collect(),
+        b"x\r\n",
+        &["127.0.0.1"],
     );
     assert_eq!(results.len(), 45);
     assert!(
