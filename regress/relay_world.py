@@ -474,6 +474,13 @@ class RelayWorld:
 
     # ---- peers
 
+    def mx_sink(self, domain, name, v4=True, v6=True):
+        """An smtp-sink as host `name`, the one MX (preference 10) of
+        `domain`."""
+        sink = self.smtp_sink(name, v4=v4, v6=v6)
+        self.mx(domain, (name, 10))
+        return sink
+
     def smtp_sink(self, name, v4=True, v6=True, port=25, args=(), index=None):
         """Postfix's smtp-sink as host `name`, on every address it has."""
         return SmtpSink(self, self.host(name, v4=v4, v6=v6, index=index), port, args)

@@ -36,13 +36,16 @@ def world(workroot):
     w.close()
 
 
-def relaying(request, world, workroot, hostname, dirname, conf, v6=True):
-    """A relaying instance of ours as host `hostname` of the world, with
-    deliveries on, started; its log is shown if the test fails."""
-    host = world.host(hostname, v6=v6)
+def relaying(request, world, workroot, host, dirname, conf, v6=True, deliver=True, args=()):
+    """An instance of ours as `host` of the world (a Host, or a name to
+    make one), deliveries on unless told, started; its log is shown if
+    the test fails, and it is stopped when the test ends."""
+    if isinstance(host, str):
+        host = world.host(host, v6=v6)
     inst = Instance(os.path.join(workroot, dirname), conf, name=dirname, netns=host.netns,
-                    binds=world.binds(), deliver=True)
+                    binds=world.binds(), deliver=deliver, args=args)
     request.node._smtpd_instances.append(inst)
+    request.addfinalizer(inst.stop)
     inst.start()
     inst.place = host
     return inst
@@ -93,8 +96,7 @@ def wait_dequeued(inst, rcpt, timeout=10.0):
 
 
 def test_mx_delivery_to_smtp_sink_exactly_once(world, relay):
-    sink = world.smtp_sink("mx1.test", v6=False)
-    world.mx("sink.test", ("mx1.test", 10))
+    sink = world.mx_sink("sink.test", "mx1.test", v6=False)
     data = message("sink")
     send(relay, "sender@ours.test", ["rcpt@sink.test"], data)
     m = wait_delivery(relay, "rcpt@sink.test")
@@ -111,8 +113,7 @@ def test_mx_delivery_to_smtp_sink_exactly_once(world, relay):
 
 
 def test_recipients_of_one_domain_share_a_transaction(world, relay):
-    sink = world.smtp_sink("mx-multi.test", v6=False)
-    world.mx("multi.test", ("mx-multi.test", 10))
+    sink = world.mx_sink("multi.test", "mx-multi.test", v6=False)
     rcpts = [f"r{i}@multi.test" for i in range(3)]
     data = message("multi")
     send(relay, "sender@ours.test", rcpts, data)
@@ -142,8 +143,7 @@ def test_fallback_past_a_refusing_mx_and_a_421_banner(world, relay):
 
 
 def test_ipv6_only_mx(world, relay):
-    sink = world.smtp_sink("mx6.test", v4=False)
-    world.mx("six.test", ("mx6.test", 10))
+    sink = world.mx_sink("six.test", "mx6.test", v4=False)
     data = message("six")
     send(relay, "sender@ours.test", ["rcpt@six.test"], data)
     m = wait_delivery(relay, "rcpt@six.test")
@@ -155,8 +155,7 @@ def test_ipv6_only_mx(world, relay):
 @pytest.fixture(scope="module")
 def bounces(world):
     """Where bounces to senders@bounce.test arrive."""
-    sink = world.smtp_sink("mx-bounce.test", v6=False)
-    world.mx("bounce.test", ("mx-bounce.test", 10))
+    sink = world.mx_sink("bounce.test", "mx-bounce.test", v6=False)
     return sink
 
 
@@ -237,8 +236,7 @@ def test_hostile_server(world, relay, bounces, mode, at, args):
 
 
 def test_the_daemon_relays_on_after_the_hostile_ones(world, relay):
-    sink = world.smtp_sink("mx-after.test", v6=False)
-    world.mx("after.test", ("mx-after.test", 10))
+    sink = world.mx_sink("after.test", "mx-after.test", v6=False)
     send(relay, "sender@ours.test", ["rcpt@after.test"], message("after"))
     wait_delivery(relay, "rcpt@after.test")
     assert len(for_rcpt(sink, "rcpt@after.test")) == 1
@@ -266,18 +264,15 @@ def test_smarthost_with_verified_starttls_and_auth(request, world, workroot):
         'match from local for any action "smarthost"\n'
     )
     inst = relaying(request, world, workroot, "ours2.test", "relay-ours-2", conf)
-    try:
-        data = message("smart")
-        send(inst, "sender@ours2.test", ["rcpt@elsewhere.test"], data)
-        m = wait_delivery(inst, "rcpt@elsewhere.test")
-        assert "(smart-ours.test)" in m.group(0), m.group(0)
-        assert re.search(r"mta tls ciphers=TLSv1\.[23]", inst.log())
-        msgs = [msg for msg, _ in queued(smart).values() if b"Subject: relay world smart" in msg]
-        assert len(msgs) == 1
-        assert re.search(rb"with ESMTPSA id [0-9a-f]{8} \(TLSv1\.[23]:", msgs[0]), msgs[0][:600]
-        assert strip_received(msgs[0]) == data
-    finally:
-        inst.stop()
+    data = message("smart")
+    send(inst, "sender@ours2.test", ["rcpt@elsewhere.test"], data)
+    m = wait_delivery(inst, "rcpt@elsewhere.test")
+    assert "(smart-ours.test)" in m.group(0), m.group(0)
+    assert re.search(r"mta tls ciphers=TLSv1\.[23]", inst.log())
+    msgs = [msg for msg, _ in queued(smart).values() if b"Subject: relay world smart" in msg]
+    assert len(msgs) == 1
+    assert re.search(rb"with ESMTPSA id [0-9a-f]{8} \(TLSv1\.[23]:", msgs[0]), msgs[0][:600]
+    assert strip_received(msgs[0]) == data
 
 
 def test_a_smarthost_with_an_untrusted_certificate_is_not_used(request, world, workroot):
@@ -300,15 +295,12 @@ def test_a_smarthost_with_an_untrusted_certificate_is_not_used(request, world, w
         'match from local for any action "smarthost"\n'
     )
     inst = relaying(request, world, workroot, "ours3.test", "relay-ours-3", conf)
-    try:
-        send(inst, "sender@ours3.test", ["rcpt@elsewhere.test"], message("untrusted"))
-        m = wait_delivery(inst, "rcpt@elsewhere.test", result="TempFail")
-        assert "tls" in m.group(0).lower() or "certificate" in m.group(0).lower(), m.group(0)
-        from test_receive import queued
-        assert not [m for m, _ in queued(smart).values() if b"relay world untrusted" in m]
-        assert queued_for(inst, "rcpt@elsewhere.test"), "kept for a retry"
-    finally:
-        inst.stop()
+    send(inst, "sender@ours3.test", ["rcpt@elsewhere.test"], message("untrusted"))
+    m = wait_delivery(inst, "rcpt@elsewhere.test", result="TempFail")
+    assert "tls" in m.group(0).lower() or "certificate" in m.group(0).lower(), m.group(0)
+    from test_receive import queued
+    assert not [m for m, _ in queued(smart).values() if b"relay world untrusted" in m]
+    assert queued_for(inst, "rcpt@elsewhere.test"), "kept for a retry"
 
 
 
@@ -321,8 +313,7 @@ def test_a_silent_server_and_a_stalled_tls_handshake_time_out(world, relay, boun
     stall = world.hostile("h-stall.test", "tls-stall", v6=False)
     world.mx("silent.test", ("h-silent.test", 10))
     world.mx("stall.test", ("h-stall.test", 10))
-    sink = world.smtp_sink("mx-meanwhile.test", v6=False)
-    world.mx("meanwhile.test", ("mx-meanwhile.test", 10))
+    sink = world.mx_sink("meanwhile.test", "mx-meanwhile.test", v6=False)
     offset = relay.log_size()
     start = time.monotonic()
     send(relay, "someone@bounce.test", ["rcpt@silent.test"], message("silent"))
@@ -354,10 +345,8 @@ def test_a_relay_presents_its_client_certificate_signed_in_ca(request, world, wo
                   for a in dest_host.addrs)
         + 'action "keep" relay\nmatch from any for any action "keep"\n'
     )
-    dest = Instance(os.path.join(workroot, "relay-verify-dest"), dest_conf, name="verify-dest",
-                    netns=dest_host.netns, binds=world.binds(), args=["-P", "mta"])
-    request.node._smtpd_instances.append(dest)
-    dest.start()
+    dest = relaying(request, world, workroot, dest_host, "relay-verify-dest", dest_conf,
+                    deliver=False, args=["-P", "mta"])
     ccrt, ckey = ca.issue("client.ours4.test", usage="clientAuth")
     conf = (
         f'pki client cert "{ccrt}"\npki client key "{ckey}"\n'
@@ -367,18 +356,14 @@ def test_a_relay_presents_its_client_certificate_signed_in_ca(request, world, wo
         'match from local for any action "out"\n'
     )
     inst = relaying(request, world, workroot, "ours4.test", "relay-ours-4", conf)
-    try:
-        from test_receive import queued
-        data = message("clientcert")
-        send(inst, "sender@ours4.test", ["rcpt@anywhere.test"], data)
-        wait_delivery(inst, "rcpt@anywhere.test")
-        msgs = [m for m, _ in queued(dest).values() if b"relay world clientcert" in m]
-        assert len(msgs) == 1
-        # The destination verified the certificate: its Received says YES.
-        assert re.search(rb"\(TLSv1\.[23]:[A-Z0-9_]+:\d+:YES\)", msgs[0]), msgs[0][:600]
-    finally:
-        inst.stop()
-        dest.stop()
+    from test_receive import queued
+    data = message("clientcert")
+    send(inst, "sender@ours4.test", ["rcpt@anywhere.test"], data)
+    wait_delivery(inst, "rcpt@anywhere.test")
+    msgs = [m for m, _ in queued(dest).values() if b"relay world clientcert" in m]
+    assert len(msgs) == 1
+    # The destination verified the certificate: its Received says YES.
+    assert re.search(rb"\(TLSv1\.[23]:[A-Z0-9_]+:\d+:YES\)", msgs[0]), msgs[0][:600]
 
 
 def test_src_and_helo_src_choose_the_source_address_and_greeting(request, world, workroot):
@@ -397,19 +382,13 @@ def test_src_and_helo_src_choose_the_source_address_and_greeting(request, world,
         'action "out" relay src <srcs> helo-src <helos>\n'
         'match from local for any action "out"\n'
     )
-    inst = Instance(os.path.join(workroot, "relay-ours-5"), conf, name="relay-src",
-                    netns=host.netns, binds=world.binds(), deliver=True)
-    request.node._smtpd_instances.append(inst)
-    inst.start()
-    try:
-        send(inst, "sender@ours5.test", ["rcpt@src.test"], message("src"))
-        m = wait_delivery(inst, "rcpt@src.test")
-        assert f'source="{extra}"' in m.group(0), m.group(0)
-        ev = dest.wait_event(lambda e: e["ev"] == "connect")
-        assert ev["peer"] == extra, ev
-        assert b"EHLO helo-from-src.test" in dest.commands()
-    finally:
-        inst.stop()
+    inst = relaying(request, world, workroot, host, "relay-ours-5", conf)
+    send(inst, "sender@ours5.test", ["rcpt@src.test"], message("src"))
+    m = wait_delivery(inst, "rcpt@src.test")
+    assert f'source="{extra}"' in m.group(0), m.group(0)
+    ev = dest.wait_event(lambda e: e["ev"] == "connect")
+    assert ev["peer"] == extra, ev
+    assert b"EHLO helo-from-src.test" in dest.commands()
 
 
 def test_a_temporary_failure_is_retried_on_the_relay_backoff(world, relay):
@@ -452,10 +431,8 @@ def test_srs_rewrites_forwarded_senders_and_routes_their_bounces_back(request, w
     """`srs key` + `relay ... srs`: mail an alias forwards to another
     domain leaves with an SRS0 sender at the alias's domain; a bounce to
     that address is sent to the original sender. A forged one is not."""
-    far = world.smtp_sink("mx-far.test", v6=False)
-    world.mx("far.test", ("mx-far.test", 10))
-    origin = world.smtp_sink("mx-origin.test", v6=False)
-    world.mx("origin.test", ("mx-origin.test", 10))
+    far = world.mx_sink("far.test", "mx-far.test", v6=False)
+    origin = world.mx_sink("origin.test", "mx-origin.test", v6=False)
     conf = (
         "srs key s3cr3t\n"
         "table aliases { fwd = someone@far.test }\n"
@@ -466,43 +443,39 @@ def test_srs_rewrites_forwarded_senders_and_routes_their_bounces_back(request, w
         'match from local for any action "out"\n'
     )
     inst = relaying(request, world, workroot, "ours6.test", "relay-ours-srs", conf, v6=False)
-    try:
-        send(inst, "orig@origin.test", ["fwd@local.test"], message("srs"))
-        wait_delivery(inst, "someone@far.test")
-        (got,) = far.wait_messages(1)
-        assert re.fullmatch(r"SRS0=[A-Za-z0-9+_]{4}=[A-Z2-7]{2}=origin\.test=orig@local\.test", got.sender), got.sender
-        assert got.recipients == ["someone@far.test"]
+    send(inst, "orig@origin.test", ["fwd@local.test"], message("srs"))
+    wait_delivery(inst, "someone@far.test")
+    (got,) = far.wait_messages(1)
+    assert re.fullmatch(r"SRS0=[A-Za-z0-9+_]{4}=[A-Z2-7]{2}=origin\.test=orig@local\.test", got.sender), got.sender
+    assert got.recipients == ["someone@far.test"]
 
-        # The far side bounces to the SRS sender: it goes to orig@origin.test.
-        send(inst, "", [got.sender], message("srsbounce"))
-        wait_delivery(inst, "orig@origin.test")
-        (b,) = origin.wait_messages(1)
-        assert b.recipients == ["orig@origin.test"] and b.sender == ""
+    # The far side bounces to the SRS sender: it goes to orig@origin.test.
+    send(inst, "", [got.sender], message("srsbounce"))
+    wait_delivery(inst, "orig@origin.test")
+    (b,) = origin.wait_messages(1)
+    assert b.recipients == ["orig@origin.test"] and b.sender == ""
 
-        # A forged SRS address (wrong hash) is not decoded: nobody local
-        # has that name, so it is refused.
-        forged = "SRS0=AAAA" + got.sender[9:]
-        with inst.netns():
-            import smtplib
-            s = smtplib.SMTP("127.0.0.1", 25, timeout=10)
-            try:
-                s.ehlo()
-                s.mail("")
-                code, _ = s.rcpt(forged)
-                assert code >= 500, code
-            finally:
-                s.quit()
-        assert "SRS failed to decode" in inst.log()
-    finally:
-        inst.stop()
+    # A forged SRS address (wrong hash) is not decoded: nobody local
+    # has that name, so it is refused.
+    forged = "SRS0=AAAA" + got.sender[9:]
+    with inst.netns():
+        import smtplib
+        s = smtplib.SMTP("127.0.0.1", 25, timeout=10)
+        try:
+            s.ehlo()
+            s.mail("")
+            code, _ = s.rcpt(forged)
+            assert code >= 500, code
+        finally:
+            s.quit()
+    assert "SRS failed to decode" in inst.log()
 
 
 def test_a_domain_table_picks_the_relay_host_per_domain(request, world, workroot):
     """`relay domain <table>`: mail for a listed domain goes to its host
     (no MX is asked); other domains go by MX."""
     special = world.smtp_sink("special-gw.test", v6=False)
-    plain = world.smtp_sink("mx-plain.test", v6=False)
-    world.mx("plain.test", ("mx-plain.test", 10))
+    plain = world.mx_sink("plain.test", "mx-plain.test", v6=False)
     # mapped.test has no MX at all: only the table can route it.
     conf = (
         'table routes { mapped.test = "smtp://special-gw.test:25" }\n'
@@ -511,11 +484,8 @@ def test_a_domain_table_picks_the_relay_host_per_domain(request, world, workroot
         'match from local for any action "out"\n'
     )
     inst = relaying(request, world, workroot, "ours7.test", "relay-ours-domain", conf, v6=False)
-    try:
-        send(inst, "sender@ours7.test", ["a@mapped.test", "b@plain.test"], message("domains"))
-        wait_delivery(inst, "a@mapped.test")
-        wait_delivery(inst, "b@plain.test")
-        assert [m.recipients for m in special.wait_messages(1)] == [["a@mapped.test"]]
-        assert [m.recipients for m in plain.wait_messages(1)] == [["b@plain.test"]]
-    finally:
-        inst.stop()
+    send(inst, "sender@ours7.test", ["a@mapped.test", "b@plain.test"], message("domains"))
+    wait_delivery(inst, "a@mapped.test")
+    wait_delivery(inst, "b@plain.test")
+    assert [m.recipients for m in special.wait_messages(1)] == [["a@mapped.test"]]
+    assert [m.recipients for m in plain.wait_messages(1)] == [["b@plain.test"]]

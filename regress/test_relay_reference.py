@@ -140,8 +140,7 @@ def test_world_dns_answers_what_the_test_declared(world):
 
 
 def test_mx_delivery_to_smtp_sink_exactly_once(world, reference):
-    sink = world.smtp_sink("mx1.test", v6=False)
-    world.mx("sink.test", ("mx1.test", 10))
+    sink = world.mx_sink("sink.test", "mx1.test", v6=False)
     data = message("sink")
     send(reference, "sender@relay.test", ["rcpt@sink.test"], data)
     m = wait_delivery(reference, "rcpt@sink.test")
@@ -188,8 +187,7 @@ def test_fallback_past_a_421_banner(world, reference):
 
 
 def test_ipv6_only_mx(world, reference):
-    sink = world.smtp_sink("mx6.test", v4=False)
-    world.mx("six.test", ("mx6.test", 10))
+    sink = world.mx_sink("six.test", "mx6.test", v4=False)
     data = message("six")
     send(reference, "sender@relay.test", ["rcpt@six.test"], data)
     m = wait_delivery(reference, "rcpt@six.test")
