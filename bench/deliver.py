@@ -89,10 +89,11 @@ import subprocess
 import sys
 import time
 
-from nslib import (BANNER_TIMEOUT, log, log_tail, opensmtpd_version,
+from nslib import (BANNER_TIMEOUT, BUILD_HINT, OPENSMTPD_HINT, installed, log, log_tail,
+                   opensmtpd_version,
                    run_inner, setup_namespace, start_daemon, stop, wait_banner)
 from receive import (CLK_TCK, SETTLE, Load, Profiler, Sampler, Scratch, Shared, check_args,
-                     collect, count_queue, cpu_snapshot, fs_of, fsync_run, in_child,
+                     collect, count_queue, cpu_snapshot, fs_of, fsync_probe, in_child,
                      load_arguments, make_message, open_image, postfix_note,
                      print_cpu_by_process, print_profiles, run_rounds, run_spec)
 
@@ -541,10 +542,8 @@ def main():
     verbose = ["-v"] if args.verbose else []
     daemons = []
     for name, binary in (("smtpd-rs", args.ours), (opensmtpd_version(), args.opensmtpd)):
-        if not os.access(binary, os.X_OK):
-            log(f"deliver: {name}: skipped: {binary} not found"
-                + (" (build it: make)" if name == "smtpd-rs" else
-                   " (install Debian's opensmtpd: make setup)"))
+        hint = BUILD_HINT if name == "smtpd-rs" else OPENSMTPD_HINT
+        if not installed("deliver", name, binary, hint):
             continue
         daemons.append((name, os.path.abspath(binary), verbose))
     if not daemons:
@@ -553,21 +552,10 @@ def main():
 
     fsync = {}
 
-    def fsync_test(when):
-        if args.fsync_seconds <= 0:
-            return
-        r = fsync_run(args, image)
-        if "error" in r:
-            log(f"deliver: fsync test: {r['error']}")
-            return
-        for w in (1, 20):
-            fsync[f"{w} {when}"] = r[f"{w}"]
-            log(f"deliver: fsync {when} the daemons, {w} writer(s): {r[f'{w}']:,.0f}/s")
-
     image = None
     try:
         image = open_image("deliver", args)
-        fsync_test("before")
+        fsync_probe("deliver", args, image, "before", fsync)
 
         def summary(r):
             f = figures(r, args.messages)
@@ -580,7 +568,7 @@ def main():
             "deliver", daemons, args,
             lambda i, k, d: one_run(d[0], d[1], d[2], f"r{i}d{k}", args, image, user),
             lambda name, r: check_run(name, r, args.messages), summary)
-        fsync_test("after")
+        fsync_probe("deliver", args, image, "after", fsync)
     finally:
         if image:
             image.close()

@@ -33,6 +33,20 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+# How to get what a benchmark found missing.
+BUILD_HINT = "build it: make"
+OPENSMTPD_HINT = "install Debian's opensmtpd: make setup"
+
+
+def installed(prog, name, path, hint):
+    """Whether `path` can be run; if not, a line saying that `name` is
+    skipped and how to get it."""
+    if os.access(path, os.X_OK):
+        return True
+    log(f"{prog}: {name}: skipped: {path} not found ({hint})")
+    return False
+
+
 # ---------------------------------------------------------------- /proc
 
 

@@ -88,7 +88,8 @@ import tempfile
 import threading
 import time
 
-from nslib import (BANNER_TIMEOUT, PORT, check_root, log, log_tail, make_tmp,
+from nslib import (BANNER_TIMEOUT, BUILD_HINT, OPENSMTPD_HINT, PORT, check_root, installed, log,
+                   log_tail, make_tmp,
                    opensmtpd_version, proc_title, remove_tmp, run_inner,
                    setup_namespace, start_daemon, stop, wait_banner)
 
@@ -906,6 +907,21 @@ def one_run(name, binary, daemon_args, label, args, image):
         return run_inner(__file__, spec, BANNER_TIMEOUT + 2 * args.timeout + 60, name)
 
 
+def fsync_probe(prog, args, image, when, fsync):
+    """Measure the disk's fsync rate with 1 and 20 writers (unless
+    --fsync-seconds is 0), log it and keep it in `fsync` under
+    "<writers> <when>"."""
+    if args.fsync_seconds <= 0:
+        return
+    r = fsync_run(args, image)
+    if "error" in r:
+        log(f"{prog}: fsync test: {r['error']}")
+        return
+    for w in (1, 20):
+        fsync[f"{w} {when}"] = r[f"{w}"]
+        log(f"{prog}: fsync {when} the daemons, {w} writer(s): {r[f'{w}']:,.0f}/s")
+
+
 def fsync_run(args, image):
     with Scratch(args, image) as sc:
         spec = {"tmp": sc.tmp, "device": sc.device, "fsync_seconds": args.fsync_seconds}
@@ -1206,10 +1222,8 @@ def main():
         ("smtpd-rs", args.ours, ["-P", "mda"]),
         (opensmtpd_version(), args.opensmtpd, ["-P", "mda"]),
     ):
-        if not os.access(binary, os.X_OK):
-            log(f"receive: {name}: skipped: {binary} not found"
-                + (" (build it: make)" if name == "smtpd-rs" else
-                   " (install Debian's opensmtpd: make setup)"))
+        hint = BUILD_HINT if name == "smtpd-rs" else OPENSMTPD_HINT
+        if not installed("receive", name, binary, hint):
             continue
         daemons.append((name, os.path.abspath(binary), extra))
     if not daemons:
@@ -1218,21 +1232,10 @@ def main():
 
     fsync = {}
 
-    def fsync_test(when):
-        if args.fsync_seconds <= 0:
-            return
-        r = fsync_run(args, image)
-        if "error" in r:
-            log(f"receive: fsync test: {r['error']}")
-            return
-        for w in (1, 20):
-            fsync[f"{w} {when}"] = r[f"{w}"]
-            log(f"receive: fsync {when} the daemons, {w} writer(s): {r[f'{w}']:,.0f}/s")
-
     image = None
     try:
         image = open_image("receive", args)
-        fsync_test("before")
+        fsync_probe("receive", args, image, "before", fsync)
 
         def summary(r):
             f = figures(r)
@@ -1244,7 +1247,7 @@ def main():
             "receive", daemons, args,
             lambda i, k, d: one_run(d[0], d[1], d[2], f"r{i}d{k}", args, image),
             check_run, summary)
-        fsync_test("after")
+        fsync_probe("receive", args, image, "after", fsync)
     finally:
         if image:
             image.close()

@@ -88,7 +88,8 @@ import subprocess
 import sys
 import time
 
-from nslib import (BANNER_TIMEOUT, log, log_tail, make_tmp, opensmtpd_version, remove_tmp,
+from nslib import (BANNER_TIMEOUT, BUILD_HINT, installed, log, log_tail, make_tmp,
+                   opensmtpd_version, remove_tmp,
                    run_inner, setup_namespace, start_daemon, stop, wait_banner)
 from receive import (Scratch, check_args, count_queue, fs_of, load_arguments, mount_spool,
                      netns_pids, open_image, print_cpu_by_process, print_profiles, run_rounds,
@@ -566,9 +567,8 @@ def main():
     ):
         if only is not None and key not in only:
             continue
-        if not os.access(check, os.X_OK):
-            log(f"relay: {name}: skipped: {check} not found"
-                + (" (build it: make)" if key == "smtpd-rs" else " (make setup)"))
+        hint = BUILD_HINT if key == "smtpd-rs" else "make setup"
+        if not installed("relay", name, check, hint):
             continue
         daemons.append((name, mta, os.path.abspath(binary)))
     if not daemons:

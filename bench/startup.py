@@ -34,7 +34,8 @@ import statistics
 import sys
 import time
 
-from nslib import (BANNER_TIMEOUT, PORT, check_root, descendants, log, log_tail,
+from nslib import (BANNER_TIMEOUT, BUILD_HINT, OPENSMTPD_HINT, PORT, check_root, descendants,
+                   installed, log, log_tail,
                    make_tmp, opensmtpd_version, proc_memory, remove_tmp,
                    run_inner, setup_namespace, start_daemon, stop, wait_banner)
 
@@ -156,10 +157,8 @@ def main():
         ("smtpd-rs", args.ours, CONF_OURS, ("_smtpd", "_smtpq")),
         (opensmtpd_version(), args.opensmtpd, CONF_OPENSMTPD, ("opensmtpd", "opensmtpq")),
     ):
-        if not os.access(binary, os.X_OK):
-            log(f"startup: {name}: skipped: {binary} not found"
-                + (" (build it: make)" if name == "smtpd-rs" else
-                   " (install Debian's opensmtpd: make setup)"))
+        hint = BUILD_HINT if name == "smtpd-rs" else OPENSMTPD_HINT
+        if not installed("startup", name, binary, hint):
             continue
         daemons.append((name, os.path.abspath(binary), conf))
     if not daemons:
