@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ast::{Config, Method, RelayOpts, TableRef, TableSource};
+use super::ast::{Config, Method, RelayOpts, TableRef};
 use super::check::parse_relay_url;
 use crate::lka::table::Table;
 
@@ -222,18 +222,7 @@ fn load(cfg: &Config, t: &TableRef, table_files: &[(String, Vec<u8>)]) -> Result
         .iter()
         .find(|x| &x.name == name)
         .ok_or(format!("no table {name}"))?;
-    match &table.source {
-        TableSource::Backend { backend, path } if backend == "file" => {
-            let bytes = table_files
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, b)| b.as_slice())
-                .ok_or(format!("table {name}: not read"))?;
-            Table::parse_file(name, path, bytes)
-        }
-        _ => Table::from_config(table),
-    }
-    .map_err(|e| e.to_string())
+    Table::from_read(table, table_files).map_err(|e| format!("table {name}: {e}"))
 }
 
 fn table_values(

@@ -18,7 +18,6 @@ pub mod route;
 pub mod route_workers;
 pub mod table;
 
-use crate::config::ast::TableSource;
 use crate::config::view::{LkaView, View};
 use crate::event::{Loop, Ready};
 use crate::ipc::msg::{self, Destination, LkaDispatcher, LkaQueue, LookupResult, Verdict};
@@ -43,19 +42,8 @@ impl Lka {
     pub fn new(view: &'static LkaView) -> Result<Lka, String> {
         let mut tables = Tables::default();
         for t in &view.tables {
-            let table = match &t.source {
-                TableSource::Backend { backend, path } if backend == "file" => {
-                    let bytes = view
-                        .table_files
-                        .iter()
-                        .find(|(n, _)| n == &t.name)
-                        .map(|(_, b)| b.as_slice())
-                        .ok_or_else(|| format!("table {}: contents not sent", t.name))?;
-                    Table::parse_file(&t.name, path, bytes)
-                }
-                _ => Table::from_config(t),
-            }
-            .map_err(|e| format!("table {}: {e}", t.name))?;
+            let table = Table::from_read(t, &view.table_files)
+                .map_err(|e| format!("table {}: {e}", t.name))?;
             tables.insert(table);
         }
         let local = LocalHost::new(&view.common.hostname, &view.local_addrs);

@@ -522,6 +522,24 @@ impl Table {
         Table::parse_file(name, path, &bytes)
     }
 
+    /// A table as the config declares it, a `file:` one parsed from the
+    /// contents the parent read (`files`, by table name): how the roles,
+    /// which open no file, build theirs.
+    pub fn from_read(t: &ast::Table, files: &[(String, Vec<u8>)]) -> Result<Table, String> {
+        match &t.source {
+            TableSource::Backend { backend, path } if backend == "file" => {
+                let bytes = files
+                    .iter()
+                    .find(|(n, _)| n == &t.name)
+                    .map(|(_, b)| b.as_slice())
+                    .ok_or("contents not sent")?;
+                Table::parse_file(&t.name, path, bytes)
+            }
+            _ => Table::from_config(t),
+        }
+        .map_err(|e| e.to_string())
+    }
+
     /// A table as the config declares it.
     pub fn from_config(t: &ast::Table) -> Result<Table, TableError> {
         match &t.source {
