@@ -194,7 +194,11 @@ impl Conn {
                 return out;
             }
             match self.stream.take_error() {
-                Ok(None) if self.stream.peer_addr().is_ok() => self.connected(),
+                Ok(None) if self.stream.peer_addr().is_ok() => {
+                    if let Err(why) = self.connected() {
+                        return self.next_address(lp, &why);
+                    }
+                }
                 Ok(Some(e)) | Err(e) => return self.next_address(lp, &e.to_string()),
                 Ok(None) => return self.next_address(lp, "connection failed"),
             }
@@ -221,7 +225,9 @@ impl Conn {
         }
     }
 
-    fn connected(&mut self) {
+    /// The socket connected; smtps starts TLS at once (a failure to is
+    /// this address's failure: never go on in the clear).
+    fn connected(&mut self) -> Result<(), String> {
         log::info!(
             "{:016x} mta connected address=smtp://{} host={}",
             self.id,
@@ -230,13 +236,21 @@ impl Conn {
         );
         self.state = State::Session;
         self.deadline = Instant::now() + GREETING_TIMEOUT;
-        if let Some((cfg, true)) = &self.setup.tls {
-            let name = super::tls::server_name(&self.target.name, self.target.addr.ip());
-            match ClientConnection::new(cfg.clone(), name) {
-                Ok(c) => self.tls = Some(c),
-                Err(e) => self.last_error = format!("tls: {e}"),
-            }
+        if matches!(self.setup.tls, Some((_, true))) {
+            self.start_tls()?;
         }
+        Ok(())
+    }
+
+    /// Begin the TLS handshake with the target (smtps, or after the 220
+    /// to STARTTLS).
+    fn start_tls(&mut self) -> Result<(), String> {
+        let (cfg, _) = self.setup.tls.as_ref().ok_or("TLS without a TLS config")?;
+        let name = super::tls::server_name(&self.target.name, self.target.addr.ip());
+        let c = ClientConnection::new(cfg.clone(), name).map_err(|e| format!("tls: {e}"))?;
+        self.tls = Some(c);
+        self.deadline = Instant::now() + GREETING_TIMEOUT;
+        Ok(())
     }
 
     /// This address failed before greeting us: try the next, or give up.
@@ -395,19 +409,10 @@ impl Conn {
             }
             if self.tls_pending {
                 self.tls_pending = false;
-                let Some((cfg, _)) = &self.setup.tls else {
-                    events.extend(self.broken(lp, "STARTTLS without a TLS config"));
+                if let Err(why) = self.start_tls() {
+                    events.extend(self.broken(lp, &why));
                     return events;
-                };
-                let name = super::tls::server_name(&self.target.name, self.target.addr.ip());
-                match ClientConnection::new(cfg.clone(), name) {
-                    Ok(c) => self.tls = Some(c),
-                    Err(e) => {
-                        events.extend(self.broken(lp, &format!("tls: {e}")));
-                        return events;
-                    }
                 }
-                self.deadline = Instant::now() + GREETING_TIMEOUT;
                 continue;
             }
             if self.engine.is_closed() {
