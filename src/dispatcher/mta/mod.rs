@@ -153,6 +153,9 @@ struct Route {
     /// Connections of this route, and how many are not greeted yet.
     conns: usize,
     opening: usize,
+    /// It wanted a connection the per-host or overall cap refused: a
+    /// closing connection of any route lets it try again.
+    capped: bool,
 }
 
 struct MtaConn {
@@ -269,6 +272,7 @@ impl Mta {
             tasks: VecDeque::new(),
             conns: 0,
             opening: 0,
+            capped: false,
         });
         let msgid = (env.id >> 32) as u32;
         match route.tasks.back_mut() {
@@ -400,7 +404,7 @@ impl Mta {
                 return out;
             };
             let wanted = route.tasks.len() > route.opening;
-            if !wanted || route.conns >= MAX_CONNS_PER_ROUTE || self.conns.len() >= MAX_CONNS {
+            if !wanted || route.conns >= MAX_CONNS_PER_ROUTE {
                 return out;
             }
             // The host a new connection tries first.
@@ -410,7 +414,10 @@ impl Mta {
                 .values()
                 .filter(|c| c.conn.target.addr.ip() == first)
                 .count();
-            if to_host >= MAX_CONNS_PER_HOST {
+            if to_host >= MAX_CONNS_PER_HOST || self.conns.len() >= MAX_CONNS {
+                if let Some(r) = self.routes.get_mut(key) {
+                    r.capped = true;
+                }
                 return out;
             }
             let host = route.host.clone();
@@ -589,13 +596,16 @@ impl Mta {
                     if let Some(r) = self.routes.get_mut(&key) {
                         r.conns -= 1;
                     }
-                    // A slot is free: this route, and any other waiting
-                    // on the per-host or overall limit, may go on.
+                    // A slot is free: this route, and any other the
+                    // per-host or overall cap held back, may go on.
                     let waiting: Vec<RouteKey> = self
                         .routes
-                        .iter()
-                        .filter(|(k, r)| **k == key || !r.tasks.is_empty())
-                        .map(|(k, _)| k.clone())
+                        .iter_mut()
+                        .filter(|(k, r)| **k == key || r.capped)
+                        .map(|(k, r)| {
+                            r.capped = false;
+                            k.clone()
+                        })
                         .collect();
                     for k in waiting {
                         out.extend(self.kick(lp, &k, next_req));
