@@ -69,6 +69,23 @@ match from local for local action "local"
 """
 
 
+def make_test_pki(d, host):
+    """A self-signed certificate for `host` and its key (root's, 0600),
+    and a credentials table with alice's password "secret", in `d`:
+    {"key", "crt", "creds"}."""
+    key, crt = d / "mx.key", d / "mx.crt"
+    subprocess.run(["openssl", "req", "-x509", "-nodes", "-days", "2", "-newkey", "rsa:2048",
+                    "-subj", f"/CN={host}", "-keyout", str(key), "-out", str(crt)],
+                   check=True, capture_output=True)
+    os.chown(key, 0, 0)
+    os.chmod(key, 0o600)
+    digest = subprocess.run(["openssl", "passwd", "-6", "-salt", "regressalt", "secret"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    creds = d / "creds"
+    creds.write_text(f"alice {digest}\n")
+    return {"key": key, "crt": crt, "creds": creds}
+
+
 def config(*lines):
     """A complete smtpd.conf: `lines` (listen on ...), then RULES."""
     return "".join(line + "\n" for line in lines) + "\n" + RULES

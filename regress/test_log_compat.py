@@ -24,7 +24,6 @@ import os
 import re
 import smtplib
 import ssl
-import subprocess
 import time
 from pathlib import Path
 
@@ -60,18 +59,9 @@ pytestmark = pytest.mark.skipif(not OPENSMTPD.exists(), reason="Debian's opensmt
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("pki")
-    key, crt = d / "mx.key", d / "mx.crt"
-    subprocess.run(["openssl", "req", "-x509", "-nodes", "-days", "2", "-newkey", "rsa:2048",
-                    "-subj", f"/CN={HOST}", "-keyout", str(key), "-out", str(crt)],
-                   check=True, capture_output=True)
-    os.chmod(key, 0o600)
-    digest = subprocess.run(["openssl", "passwd", "-6", "-salt", "regressalt", "secret"],
-                            check=True, capture_output=True, text=True).stdout.strip()
-    creds = d / "creds"
-    creds.write_text(f"alice {digest}\n")
     aliases = d / "aliases"
     aliases.write_text("team: root, daemon\n")
-    return {"key": key, "crt": crt, "creds": creds, "aliases": aliases}
+    return {**h.make_test_pki(d, HOST), "aliases": aliases}
 
 
 def config(pki):

@@ -24,19 +24,9 @@ HOST = "mx.regress.test"
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("pki")
-    key, crt = d / "mx.key", d / "mx.crt"
-    subprocess.run(["openssl", "req", "-x509", "-nodes", "-days", "2", "-newkey", "rsa:2048",
-                    "-subj", f"/CN={HOST}", "-keyout", str(key), "-out", str(crt)],
-                   check=True, capture_output=True)
-    os.chown(key, 0, 0)
-    os.chmod(key, 0o600)
-    digest = subprocess.run(["openssl", "passwd", "-6", "-salt", "regressalt", "secret"],
-                            check=True, capture_output=True, text=True).stdout.strip()
-    creds = d / "creds"
-    creds.write_text(f"alice {digest}\n")
     senders = d / "senders"
     senders.write_text("alice alice@example.org, @alice.example\n")
-    return {"key": key, "crt": crt, "creds": creds, "senders": senders}
+    return {**h.make_test_pki(d, HOST), "senders": senders}
 
 
 def config(pki):
